@@ -1,0 +1,1 @@
+"""Ranking agents and baselines."""

@@ -1,0 +1,1 @@
+"""Encoders: BERT text embeddings, feature encoders and user profiles."""

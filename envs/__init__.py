@@ -1,0 +1,1 @@
+"""Gymnasium environments: the synthetic shop world (ground truth) and the re-ranking simulator."""

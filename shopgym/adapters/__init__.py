@@ -1,0 +1,1 @@
+"""Adapters from real logs (OBD, UCI Online Retail, generic tables) to the logged-data format."""

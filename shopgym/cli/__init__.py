@@ -1,0 +1,3 @@
+"""shopgym command line."""
+def main() -> None:
+    raise SystemExit("not yet")
