@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 MAX_ROWS_SHOWN = 5
 
 
@@ -34,7 +36,7 @@ class DataFormatError(ShopgymError, ValueError):
         problem: str,
         *,
         column: str | None = None,
-        rows: Sequence[int] = (),
+        rows: Sequence[int] | np.ndarray = (),
         n_bad: int | None = None,
         hint: str | None = None,
     ) -> None:

@@ -1,3 +1,55 @@
-"""shopgym command line."""
-def main() -> None:
-    raise SystemExit("not yet")
+"""The ``shopgym`` command line.
+
+Every subcommand has ``--help``. Errors caused by input (a malformed log, a bad option) print one
+clear message and exit with status 2; success exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from shopgym.cli import data as data_cmd
+from shopgym.errors import ShopgymError
+
+EXIT_INPUT_ERROR = 2
+
+DESCRIPTION = """\
+shopgym: a Gymnasium user-behaviour simulator for e-commerce search and recommendation, built from
+logged data. Generate or convert logs, validate them, fit a simulator, compare online-learning
+rankers, and evaluate policies off-policy.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="shopgym", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    data_cmd.register(commands)
+    return parser
+
+
+def _version() -> str:
+    from shopgym import __version__
+
+    return f"shopgym {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (also used as the console script)."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        status = args.handler(args)
+    except ShopgymError as exc:
+        print(f"shopgym: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    return int(status or 0)
+
+
+def console() -> None:
+    """Entry point of the ``shopgym`` console script."""
+    raise SystemExit(main())

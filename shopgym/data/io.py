@@ -141,8 +141,10 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     if suffix == ".parquet":
         atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
     else:
-        compression = "gzip" if suffix == ".csv.gz" else None
-        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, compression=compression))
+        if suffix == ".csv.gz":
+            atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, compression="gzip"))
+        else:
+            atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def write_json(obj: Any, path: Path) -> None:

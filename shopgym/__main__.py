@@ -1,0 +1,5 @@
+"""``python -m shopgym`` runs the command line."""
+
+from shopgym.cli import console
+
+console()
