@@ -241,7 +241,7 @@ class BertEncoder:
     def model(self) -> torch.nn.Module:
         """The torch model in eval mode, float32 (loaded on first use)."""
         self._load()
-        return self._model  # type: ignore[no-any-return]
+        return self._model
 
     def _load(self) -> None:
         if self._model is not None:
@@ -253,7 +253,7 @@ class BertEncoder:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
             model = AutoModel.from_pretrained(str(self.model_path), local_files_only=True)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # transformers and safetensors raise many unrelated types
             raise ModelFolderError(
                 f"`model_path` {str(self.model_path)!r} could not be loaded with transformers "
                 f"AutoTokenizer/AutoModel ({type(exc).__name__}: {exc})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
@@ -38,7 +40,7 @@ def _base() -> pd.DataFrame:
 ITEMS = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "text": ["red shoe", "blue hat", "", "scarf"]})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("SHOPGYM_FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     edits=st.lists(st.tuples(st.integers(0, 7), st.sampled_from(COLUMNS), JUNK), min_size=1, max_size=4),
     dropped=st.lists(st.sampled_from(COLUMNS), max_size=2),

@@ -24,6 +24,7 @@ True response model (position-based, per shown slot ``k`` of a page):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -487,16 +488,61 @@ class SyntheticWorld:
         Popular (high-quality) items of the user's main audience, and for searches items of the
         query's category, are retrieved more often. Knows the user's audience, not their tastes.
         """
-        cat = self.catalog
+        return self._retrieval_logits[self._retrieval_group(users, intent)]
+
+    def _retrieval_group(self, users: IntArray, intent: Intent) -> IntArray:
+        """(B,) index of the retrieval distribution: main audience x (searched category, or none)."""
         main_audience = np.argmax(self.population.tastes[0][np.asarray(users)], axis=1)
-        logits = 0.8 * cat.quality[None, :] + 1.5 * (cat.values[None, :, 0] == main_audience[:, None])
-        search_match = (cat.values[None, :, 1] == intent.category[:, None]) & intent.is_search[:, None]
-        return logits + 4.0 * search_match
+        n_cat = len(vocab.CATEGORIES)
+        return main_audience * (n_cat + 1) + np.where(intent.is_search, intent.category, n_cat)
+
+    @cached_property
+    def _retrieval_logits(self) -> FloatArray:
+        """(n_audiences * (n_categories + 1), n_items): one retrieval distribution per group."""
+        cat = self.catalog
+        n_cat = len(vocab.CATEGORIES)
+        audience = np.repeat(np.arange(len(vocab.AUDIENCES)), n_cat + 1)
+        searched = np.tile(np.arange(n_cat + 1), len(vocab.AUDIENCES))
+        return (0.8 * cat.quality[None, :] + 1.5 * (cat.values[None, :, 0] == audience[:, None])
+                + 4.0 * (cat.values[None, :, 1] == searched[:, None]))
+
+    @cached_property
+    def _retrieval_cdf(self) -> FloatArray:
+        logits = self._retrieval_logits
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        cdf = np.cumsum(weights, axis=1)
+        return cdf / cdf[:, -1:]
 
     def sample_candidates(self, rng: np.random.Generator, users: IntArray, intent: Intent, n: int) -> IntArray:
-        """(B, n) distinct candidate item indices per session (Gumbel top-n of the candidate logits)."""
-        keys = self.candidate_logits(users, intent) + rng.gumbel(size=(len(users), self.catalog.n_items))
-        return np.argpartition(-keys, n - 1, axis=1)[:, :n]
+        """(B, n) distinct candidate item indices per session, drawn without replacement by retrieval weight.
+
+        Successive sampling: draw with replacement from the session's retrieval distribution and keep
+        the first ``n`` distinct items, which has the same law as weighted sampling without
+        replacement (Gumbel top-n). Cost is O(B n log n), independent of the catalog size; the rare
+        rows with fewer than ``n`` distinct draws fall back to Gumbel top-n over the catalog.
+        """
+        group = self._retrieval_group(users, intent)
+        b, draws = len(group), 4 * n
+        u = rng.random((b, draws))
+        picks = np.empty((b, draws), dtype=np.int64)
+        for g in np.unique(group):  # at most n_audiences * (n_categories + 1) groups; vectorised inside
+            rows = np.flatnonzero(group == g)
+            picks[rows] = np.searchsorted(self._retrieval_cdf[g], u[rows], side="right")
+        np.minimum(picks, self.catalog.n_items - 1, out=picks)
+        order = np.argsort(picks, axis=1, kind="stable")
+        sorted_picks = np.take_along_axis(picks, order, axis=1)
+        repeat = np.zeros_like(picks, dtype=bool)
+        repeat_sorted = np.concatenate([np.zeros((b, 1), bool), sorted_picks[:, 1:] == sorted_picks[:, :-1]], axis=1)
+        np.put_along_axis(repeat, order, repeat_sorted, axis=1)
+        key = np.where(repeat, draws, 0) + np.arange(draws)[None, :]
+        first = np.argsort(key, axis=1, kind="stable")[:, :n]
+        out = np.take_along_axis(picks, first, axis=1)
+        short = (~repeat).sum(axis=1) < n
+        if short.any():
+            rows = np.flatnonzero(short)
+            keys = self._retrieval_logits[group[rows]] + rng.gumbel(size=(len(rows), self.catalog.n_items))
+            out[rows] = np.argpartition(-keys, n - 1, axis=1)[:, :n]
+        return out
 
 
 def _sigmoid(x: FloatArray) -> FloatArray:

@@ -51,7 +51,7 @@ def convert(fmt: str, src: str | Path, **kwargs: Any) -> LoggedData:
     try:
         inspect.signature(adapter).bind(src, **kwargs)
     except TypeError as exc:
-        options = [p for p in list(inspect.signature(adapter).parameters)[1:]]
+        options = list(inspect.signature(adapter).parameters)[1:]
         raise ConfigError(f"format {fmt!r} does not accept these options ({exc}); "
                           f"its options are {options}") from exc
     return adapter(src, **kwargs)

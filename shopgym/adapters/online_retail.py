@@ -142,39 +142,43 @@ def load_online_retail(path: str | Path, *, drop_duplicate_lines: bool = False) 
                               hint="check that this is the UCI Online Retail log")
 
     rows = np.flatnonzero(keep)  # 0-based data rows of the source file
-    kept_invoice = invoice.to_numpy()[rows]
-    kept_customer = customer.to_numpy()[rows]
-    dates = pd.to_datetime(raw[INVOICE_DATE].iloc[rows].astype("string"), errors="coerce", format="ISO8601")
-    bad_date = np.zeros(n_in, dtype=bool)
-    bad_date[rows] = dates.isna().to_numpy()
-    fail_if(bad_date, source, INVOICE_DATE, "missing or unparsable dates on kept lines",
+
+    def spread(kept_mask: pd.Series) -> np.ndarray:
+        """(n_kept,) bool over kept lines -> (n_in,) bool over source rows, for error messages."""
+        full = np.zeros(n_in, dtype=bool)
+        full[rows] = kept_mask.to_numpy(dtype=bool)
+        return full
+
+    kept_invoice = invoice[keep].reset_index(drop=True)
+    kept_customer = customer[keep].reset_index(drop=True)
+    dates = pd.to_datetime(raw[INVOICE_DATE][keep].astype("string"), errors="coerce", format="ISO8601")
+    dates = dates.reset_index(drop=True)
+    fail_if(spread(dates.isna()), source, INVOICE_DATE, "missing or unparsable dates on kept lines",
             "dates look like 2010-12-01 08:26:00")
+    invoice_codes, _ = pd.factorize(kept_invoice)
+    fail_if(spread(kept_customer.groupby(invoice_codes).transform("nunique") > 1), source, CUSTOMER,
+            "one InvoiceNo carries several CustomerIDs", "an invoice belongs to one customer; check the export")
 
-    by_invoice = pd.Series(kept_customer).groupby(kept_invoice, sort=False)
-    several = np.zeros(n_in, dtype=bool)
-    several[rows] = (by_invoice.transform("nunique") > 1).to_numpy()
-    fail_if(several, source, CUSTOMER, "one InvoiceNo carries several CustomerIDs",
-            "an invoice belongs to one customer; check the export")
-
-    start = pd.Series(dates.to_numpy()).groupby(kept_invoice, sort=False).transform("min")
+    by_invoice = dates.groupby(invoice_codes)
     kept_qty = quantity[rows]
     kept_price = price[rows]
-    kept_stock = stock.to_numpy()[rows]
+    kept_stock = stock[keep].reset_index(drop=True)
+    n_kept = len(rows)
     interactions = pd.DataFrame({
         S.REQUEST_ID: kept_invoice,
         S.USER_ID: kept_customer,
-        S.TIMESTAMP: start.to_numpy(),
-        S.POSITION: pd.Series(kept_invoice).groupby(kept_invoice, sort=False).cumcount().to_numpy() + 1,
+        S.TIMESTAMP: by_invoice.transform("min"),
+        S.POSITION: pd.Series(invoice_codes).groupby(invoice_codes).cumcount().to_numpy() + 1,
         S.ITEM_ID: kept_stock,
-        S.CLICKED: np.ones(len(rows), dtype=np.int8),
-        S.CARTED: np.ones(len(rows), dtype=np.int8),
-        S.PURCHASED: np.ones(len(rows), dtype=np.int8),
+        S.CLICKED: np.ones(n_kept, dtype=np.int8),
+        S.CARTED: np.ones(n_kept, dtype=np.int8),
+        S.PURCHASED: np.ones(n_kept, dtype=np.int8),
         S.REVENUE: kept_qty * kept_price,
         QUANTITY_COLUMN: kept_qty.astype(np.int64) if bool(np.all(kept_qty == np.round(kept_qty)))
         else kept_qty,
-        COUNTRY_COLUMN: pd.array(raw[COUNTRY].to_numpy()[rows], dtype="string"),
+        COUNTRY_COLUMN: raw[COUNTRY][keep].astype("string").reset_index(drop=True),
     })
-    items = _items(kept_stock, raw[DESCRIPTION].astype("string").to_numpy()[rows], kept_price)
+    items = _items(kept_stock, raw[DESCRIPTION][keep].astype("string").reset_index(drop=True), kept_price)
 
     raw_stock = raw[STOCK_CODE].astype("string").str.strip()
     non_product = raw_stock[~is_product].value_counts()
@@ -189,8 +193,7 @@ def load_online_retail(path: str | Path, *, drop_duplicate_lines: bool = False) 
         "invoices_in_source": int(invoice.nunique()),
         "stock_codes_in_source": int(raw_stock.nunique()),
         "lines_with_upper_cased_stock_code": int((raw_stock.str.upper() != raw_stock).sum()),
-        "kept_invoices_spanning_several_dates": int(
-            (pd.Series(dates.to_numpy()).groupby(kept_invoice, sort=False).nunique() > 1).sum()),
+        "kept_invoices_spanning_several_dates": int((by_invoice.nunique() > 1).sum()),
         "duplicate_lines_kept": 0 if drop_duplicate_lines else int(duplicates.sum()),
     }
     return LoggedData.from_frames(
@@ -199,30 +202,29 @@ def load_online_retail(path: str | Path, *, drop_duplicate_lines: bool = False) 
     )
 
 
-def _items(stock: np.ndarray, description: np.ndarray, price: np.ndarray) -> pd.DataFrame:
+def _items(stock: pd.Series, description: pd.Series, price: np.ndarray) -> pd.DataFrame:
     """One row per stock code: most frequent non-empty description (ties: alphabetical), median price.
 
     Args:
-        stock: (n_kept,) str, upper-cased stock codes of the kept lines.
-        description: (n_kept,) str or <NA>, their descriptions.
+        stock: (n_kept,) string, upper-cased stock codes of the kept lines.
+        description: (n_kept,) string (nullable), their descriptions.
         price: (n_kept,) float64, their unit prices.
 
     Returns:
         Items sorted by ``item_id`` with columns ``item_id``, ``text``, ``price``.
     """
-    lines = pd.DataFrame({
-        S.ITEM_ID: stock,
-        S.TEXT: pd.Series(description, dtype="string").str.strip().to_numpy(),
-        S.PRICE: price,
-    })
-    codes = pd.Index(np.unique(stock), name=S.ITEM_ID)
-    texts = lines[lines[S.TEXT].fillna("") != ""]
-    counts = texts.groupby([S.ITEM_ID, S.TEXT], sort=False).size().rename("n").reset_index()
-    counts = counts.sort_values([S.ITEM_ID, "n", S.TEXT], ascending=[True, False, True], kind="stable")
+    text = description.str.strip()
+    has_text = (text.notna() & (text != "")).to_numpy(dtype=bool)
+    counts = (
+        pd.DataFrame({S.ITEM_ID: stock[has_text], S.TEXT: text[has_text]})
+        .value_counts(sort=False).rename("n").reset_index()
+        .sort_values([S.ITEM_ID, "n", S.TEXT], ascending=[True, False, True], kind="stable")
+    )
     best = counts.drop_duplicates(S.ITEM_ID, keep="first").set_index(S.ITEM_ID)[S.TEXT]
-    median = lines.groupby(S.ITEM_ID, sort=True)[S.PRICE].median()
+    median = pd.Series(price).groupby(stock.to_numpy(), sort=True).median()
+    codes = median.index
     return pd.DataFrame({
-        S.ITEM_ID: codes,
+        S.ITEM_ID: pd.Series(codes, dtype="string").to_numpy(),
         S.TEXT: best.reindex(codes).fillna("").to_numpy(),
-        S.PRICE: median.reindex(codes).to_numpy(),
+        S.PRICE: median.to_numpy(),
     })

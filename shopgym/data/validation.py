@@ -15,6 +15,10 @@ from shopgym.data import schema as S
 from shopgym.errors import DataFormatError
 
 
+#: pandas nanosecond timestamps cover about +-292 years around 1970
+_MAX_EPOCH_SECONDS = 9.2e9
+
+
 def _bad_rows(mask: np.ndarray | pd.Series) -> np.ndarray:
     """0-based positions where ``mask`` is true."""
     return np.flatnonzero(np.asarray(mask, dtype=bool))
@@ -77,8 +81,10 @@ def _as_timestamp(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(raw):
         parsed = pd.to_datetime(raw, utc=True)
     elif pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
-        finite = np.isfinite(raw.to_numpy(dtype="float64"))
-        _fail_if(~finite, source, column, "non-finite numeric timestamps", "use seconds since the epoch")
+        seconds = raw.to_numpy(dtype="float64")
+        in_range = np.isfinite(seconds) & (np.abs(seconds) < _MAX_EPOCH_SECONDS)
+        _fail_if(~in_range, source, column, "numeric timestamps that are not finite seconds since the epoch "
+                 "between 1677 and 2262", "use seconds since the epoch, or ISO 8601 text")
         parsed = pd.to_datetime(raw, unit="s", utc=True, errors="coerce")
     else:
         text = raw.astype("string")
@@ -88,6 +94,9 @@ def _as_timestamp(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
             parsed.loc[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed")
     _fail_if(parsed.isna(), source, column, "unparsable timestamps",
              "use ISO 8601 (e.g. 2024-05-01 13:45:00+00:00) or seconds since the epoch")
+    lo, hi = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+    _fail_if((parsed < lo) | (parsed > hi), source, column, "timestamps outside the years 1678-2261",
+             "check the year; timestamps are stored with nanosecond resolution")
     return parsed.astype("datetime64[ns, UTC]")
 
 
@@ -155,8 +164,10 @@ def validate_interactions(
 
     position = _as_number(frame, S.POSITION, source)
     _fail_if(position.isna(), source, S.POSITION, "missing positions", "positions are 1-based integers")
-    _fail_if(position != np.round(position), source, S.POSITION, "non-integer positions",
-             "positions are 1-based integers")
+    _fail_if(~np.isfinite(position) | (position != np.round(position)), source, S.POSITION,
+             "non-integer positions", "positions are 1-based integers")
+    _fail_if(position > np.iinfo(np.int32).max, source, S.POSITION, "positions too large",
+             "positions are slot numbers on a page (1, 2, 3, ...)")
     _fail_if(position < 1, source, S.POSITION, "positions below 1", "positions are 1-based (top slot = 1)")
     out[S.POSITION] = position.astype("int32")
 
