@@ -25,6 +25,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from ope._blas import single_threaded_blas
 from ope.checks import check_scalar
 from ope.data import BanditLog
 from ope.errors import OPEInputError
@@ -122,7 +123,10 @@ class LinearRewardModel:
         action features (one-hot and/or ``action_context`` rows, standardised), :math:`B` present
         only with ``interactions=True``, and :math:`g` the identity or the logistic function. The
         penalty is :math:`\lambda \lVert\beta\rVert^2` on everything but :math:`\beta_0`; the logistic
-        fit uses Newton's method.
+        fit uses Newton's method. With one-hot items, a rarely logged item's effect is shrunk towards
+        the *unweighted* average item on the link scale: with sparse clicks and many zero-click items
+        that average can sit far below the overall CTR (see docs/ope.md, OBD study), where the
+        per-cell means of :class:`CellMeanModel` shrink towards the overall mean instead.
 
     Args:
         l2: penalty :math:`\lambda`, > 0.
@@ -282,7 +286,8 @@ def cross_fit_q_hat(
         fold_of = np.random.default_rng(seed).permutation(n) % n_folds
         folds = [(rows[fold_of != f], rows[fold_of == f]) for f in range(n_folds)]
     for train, test in folds:
-        pred = np.asarray(model.fit_predict(log, train, test), dtype=np.float64)
+        with single_threaded_blas():
+            pred = np.asarray(model.fit_predict(log, train, test), dtype=np.float64)
         if pred.shape != _q_shape(log, len(test)):
             raise OPEInputError(
                 f"`model.fit_predict` must return shape {_q_shape(log, len(test))} for {len(test)} rounds; "
