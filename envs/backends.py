@@ -79,7 +79,8 @@ class FittedBackend:
         """Fitted attractiveness and conversion."""
         query = np.where(sessions.query[:, None] >= 0, self.space.query_vecs[np.maximum(sessions.query, 0)], 0.0) \
             if len(self.space.query_vecs) else np.zeros_like(profile)
-        return self.model.predict(profile, self.space.item_vecs[shown], query, sessions.is_search, shown)
+        return self.model.predict(profile, self.space.item_vecs[shown], query, sessions.is_search, shown,
+                                  sessions.user)
 
     def continuation(self, sessions: Sessions, profile: np.ndarray, shown: np.ndarray, clicked: np.ndarray,
                      purchased: np.ndarray, repeat_share: np.ndarray, attract: np.ndarray,

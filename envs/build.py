@@ -76,14 +76,14 @@ def make_encoder(name: str | TextEncoder | ItemEncoder,
 
 
 def setup_world(config: WorldConfig | None = None, *, encoder: str | TextEncoder = "hashing", dim: int | None = None,
-                test_fraction: float = 0.2, cache_dir: str | Path | None = None,
+                attribute_weight: float = 1.0, test_fraction: float = 0.2, cache_dir: str | Path | None = None,
                 progress: bool = False) -> WorldSetup:
     """Generate a world's logs, split them by time and encode its catalog and queries."""
     world = SyntheticWorld(config)
     logs = generate_logs(world, progress=progress)
     train, test = logs.split_by_time(test_fraction)
     space = ItemSpace.build(logs.items, make_encoder(encoder, cache_dir), world_queries(world), dim=dim,
-                            show_progress=progress)
+                            attribute_weight=attribute_weight, show_progress=progress)
     return WorldSetup(world, logs, train, test, space)
 
 

@@ -6,8 +6,8 @@ continuation model:
 .. math::
     P(c = 1 \mid k, u, i, q) = \theta_k\, \sigma(f(u, i, q) + b_i), \qquad \theta_1 = 1,
 
-where :math:`f` is a small MLP over :math:`[u \odot i,\ q \odot i,\ i,\ u,\ s]` (user profile at request
-time, item vector, query vector, search flag), :math:`b_i` a regularised per-item bias (0 for items
+where :math:`f` is a small MLP over :math:`[\sqrt d\, u \odot i,\ \sqrt d\, q \odot i,\ i,\ u,\ s,\ \cos(u, i),
+\ \cos(q, i)]` (user profile at request time, item vector, query vector, search flag), :math:`b_i` a regularised per-item bias (0 for items
 unseen in training) and :math:`\theta_k = \sigma(\phi_k)` the examination probability of slot ``k``
 relative to the top slot. Everything is fitted jointly by maximum likelihood, which is the fixed point
 of the position-based model's EM (regression EM); randomised logs make :math:`\theta` identifiable.
@@ -58,26 +58,36 @@ class FitConfig:
 
     Args:
         hidden: width of the MLP trunk.
+        rank: inputs are projected on the catalog's top ``rank`` principal directions (<= d).
         steps: gradient steps (the best checkpoint on the validation tail, checked every ``steps // 10``,
             is kept).
         batch_size: rows per gradient step.
         lr: Adam learning rate.
         weight_decay: L2 on the MLP weights.
         item_bias_l2: L2 on the per-item biases.
+        user_taste_l2: L2 on the per-user taste vectors.
         valid_fraction: latest share of training requests held out to pick the epoch.
         default_continuation: continuation probability when the logs have no sessions.
+        debias: weight each row by its inverse logging propensity (self-normalised, clipped at
+            ``max_weight``) so that the model learns from an as-if-randomised distribution of
+            (user, item, position) rather than from what the logging policy chose to show.
+        max_weight: clipping level of the inverse-propensity weights, relative to their mean.
         seed: torch seed.
         threads: torch threads (None: torch's default).
     """
 
     hidden: int = 64
+    rank: int = 48
     steps: int = 1500
     batch_size: int = 1024
     lr: float = 3e-3
     weight_decay: float = 1e-5
     item_bias_l2: float = 1e-4
+    user_taste_l2: float = 1e-2
     valid_fraction: float = 0.1
     default_continuation: float = 0.0
+    debias: bool = True
+    max_weight: float = 50.0
     seed: int = 0
     threads: int | None = None
 
@@ -92,22 +102,31 @@ class FitConfig:
 
 
 class _Net(nn.Module):
-    def __init__(self, dim: int, hidden: int, n_items: int, n_positions: int) -> None:
+    def __init__(self, dim: int, hidden: int, n_items: int, n_positions: int, rank: int, n_users: int) -> None:
         super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(4 * dim + 1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        # inputs are projected on the catalog's top `rank` principal directions (a fixed buffer); exact
+        # full-dimension cosines are added as features, so little is lost and the trunk stays small
+        self.register_buffer("projection", torch.eye(dim)[:, :rank].clone())
+        self.scale = float(np.sqrt(rank))  # elementwise products of unit vectors are ~1/rank: rescale
+        self.trunk = nn.Sequential(nn.Linear(4 * rank + 3, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.heads = nn.Linear(hidden, 3)  # click, cart | click, purchase | cart logits
         self.item_bias = nn.Embedding(n_items, 1)
         nn.init.zeros_(self.item_bias.weight)
+        # learned taste vector per logged user (matrix-factorisation term e_u . P^T i); row n_users = unknown
+        self.user_taste = nn.Embedding(n_users + 1, rank, padding_idx=n_users)
+        nn.init.zeros_(self.user_taste.weight)
         # theta_1 = 1; theta_k = sigmoid(phi_k) for k >= 2, initialised at 1/k
         init = torch.tensor([1.0 / k for k in range(2, n_positions + 1)])
         self.position_logit = nn.Parameter(torch.log(init / (1 - init + 1e-6)))
 
     def forward(self, u: torch.Tensor, i: torch.Tensor, q: torch.Tensor, s: torch.Tensor,
-                item: torch.Tensor) -> torch.Tensor:
+                item: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """(..., 3) logits of click-attractiveness, cart|click, purchase|cart."""
-        x = torch.cat([u * i, q * i, i, u, s.unsqueeze(-1)], dim=-1)
+        cosines = torch.stack([(u * i).sum(-1), (q * i).sum(-1)], dim=-1)  # cos(u, i), cos(q, i): unit vectors
+        u, i, q = u @ self.projection, i @ self.projection, q @ self.projection
+        x = torch.cat([self.scale * u * i, self.scale * q * i, i, u, s.unsqueeze(-1), cosines], dim=-1)
         logits = self.heads(self.trunk(x))
-        bias = self.item_bias(item).squeeze(-1)
+        bias = self.item_bias(item).squeeze(-1) + (self.user_taste(user) * i).sum(-1) * self.scale
         return torch.cat([(logits[..., 0] + bias).unsqueeze(-1), logits[..., 1:]], dim=-1)
 
     def log_theta(self, position: torch.Tensor) -> torch.Tensor:
@@ -155,7 +174,7 @@ class ResponseModel:
 
     @torch.inference_mode()
     def predict(self, user: np.ndarray, item_vecs: np.ndarray, query: np.ndarray, is_search: np.ndarray,
-                items: np.ndarray) -> np.ndarray:
+                items: np.ndarray, user_rows: np.ndarray | None = None) -> np.ndarray:
         """Probabilities of click-if-examined, cart | click, purchase | cart.
 
         Args:
@@ -164,6 +183,7 @@ class ResponseModel:
             query: (B, d) query vectors (zero rows when browsing).
             is_search: (B,) bool.
             items: (B, K) catalog indices.
+            user_rows: (B,) rows in the training user table (-1 or None: unknown users).
 
         Returns:
             (B, K, 3) float64.
@@ -173,7 +193,11 @@ class ResponseModel:
         q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).unsqueeze(1).expand(b, k, -1)
         i = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
         s = torch.from_numpy(np.asarray(is_search, dtype=np.float32)).unsqueeze(1).expand(b, k)
-        logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)))
+        n_users = self.net.user_taste.num_embeddings - 1
+        rows = np.full(b, -1) if user_rows is None else np.asarray(user_rows)
+        rows = np.where((rows >= 0) & (rows < n_users), rows, n_users).astype(np.int64)
+        user_t = torch.from_numpy(rows).unsqueeze(1).expand(b, k)
+        logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), user_t)
         return torch.sigmoid(logits).double().numpy()
 
     def continuation(self, features: np.ndarray) -> np.ndarray:
@@ -195,6 +219,7 @@ class ResponseModel:
         atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, str(tmp)))
         config = {
             "dim": self.dim, "n_items": self.n_items, "items_digest": self.items_digest, "hidden": self.hidden,
+            "rank": int(self.net.projection.shape[1]), "n_users": self.net.user_taste.num_embeddings - 1,
             "examination_logged": self.examination_logged.tolist(), "eta": self.eta,
             "continuation_coef": None if self.continuation_coef is None else self.continuation_coef.tolist(),
             "default_continuation": self.default_continuation, "report": self.report,
@@ -216,7 +241,8 @@ class ResponseModel:
         except (OSError, json.JSONDecodeError, SafetensorError) as exc:
             raise ConfigError(f"{folder}: not a readable response model ({exc}); refit it") from exc
         n_positions = len(config["examination_logged"])
-        net = _Net(config["dim"], config["hidden"], config["n_items"], n_positions)
+        net = _Net(config["dim"], config["hidden"], config["n_items"], n_positions, int(config["rank"]),
+                   int(config["n_users"]))
         default = tensors.pop("default_profile").numpy()
         net.load_state_dict(tensors)
         net.eval()
@@ -354,7 +380,16 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    net = _Net(space.dim, cfg.hidden, space.n_items, n_positions)
+    rank = min(cfg.rank, space.dim)
+    if train.has_users:
+        user_index = pd.Index(pd.unique(inter[S.USER_ID]))  # the same order as UserTable.from_logs
+        row_user = user_index.get_indexer(pd.Index(inter[S.USER_ID])).astype(np.int64)
+    else:
+        user_index, row_user = pd.Index([]), np.zeros(len(inter), dtype=np.int64)
+    n_users = len(user_index)
+    net = _Net(space.dim, cfg.hidden, space.n_items, n_positions, rank, n_users)
+    with torch.no_grad():
+        net.projection.copy_(torch.from_numpy(_principal_directions(space.item_vecs, rank)))
     theta_ips = examination_from_propensities(train) if train.has_propensities else None
     if theta_ips is not None:
         # propensity-randomised logs identify position bias directly; freeze it so that the
@@ -369,8 +404,15 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     t_items = torch.from_numpy(space.item_vecs)
     rows_request = torch.from_numpy(req.row_request)
     t_item = torch.from_numpy(item.astype(np.int64))
+    t_user = torch.from_numpy(row_user)
     t_pos = torch.from_numpy(position)
     t_click = torch.from_numpy(clicked)
+    row_weight = np.ones(len(inter), dtype=np.float32)
+    if cfg.debias and train.has_propensities:
+        inv = 1.0 / inter[S.PROPENSITY].to_numpy(dtype=np.float64)
+        inv = np.minimum(inv / inv.mean(), cfg.max_weight)
+        row_weight = (inv / inv.mean()).astype(np.float32)
+    t_weight = torch.from_numpy(row_weight)
     t_cart = torch.from_numpy(carted) if carted is not None else None
     t_buy = torch.from_numpy(purchased) if purchased is not None else None
 
@@ -382,28 +424,29 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
 
     def batch_loss(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = rows_request[rows]
-        logits = net(t_profile[r], t_items[t_item[rows]], t_query[r], t_search[r], t_item[rows])
+        logits = net(t_profile[r], t_items[t_item[rows]], t_query[r], t_search[r], t_item[rows], t_user[rows])
         log_p = net.log_theta(t_pos[rows]) + torch.nn.functional.logsigmoid(logits[:, 0])
         p = log_p.exp().clamp(1e-7, 1 - 1e-7)
         y = t_click[rows]
         click_nll = -(y * log_p + (1 - y) * torch.log1p(-p))
-        loss = click_nll.mean()
+        wt = t_weight[rows]
+        loss = (wt * click_nll).mean()
         if t_cart is not None:
             mask = y > 0
             if mask.any():
                 loss = loss + nn.functional.binary_cross_entropy_with_logits(
-                    logits[mask, 1], t_cart[rows][mask], reduction="sum") / len(rows)
+                    logits[mask, 1], t_cart[rows][mask], weight=wt[mask], reduction="sum") / len(rows)
             if t_buy is not None:
                 mask = t_cart[rows] > 0
                 if mask.any():
                     loss = loss + nn.functional.binary_cross_entropy_with_logits(
-                        logits[mask, 2], t_buy[rows][mask], reduction="sum") / len(rows)
-        return loss, click_nll.mean()
+                        logits[mask, 2], t_buy[rows][mask], weight=wt[mask], reduction="sum") / len(rows)
+        return loss, (wt * click_nll).sum() / wt.sum()
 
     optimiser = torch.optim.Adam([
         {"params": list(net.trunk.parameters()) + list(net.heads.parameters()), "weight_decay": cfg.weight_decay},
         {"params": [net.position_logit], "weight_decay": 0.0},
-        {"params": net.item_bias.parameters(), "weight_decay": 0.0},
+        {"params": list(net.item_bias.parameters()) + list(net.user_taste.parameters()), "weight_decay": 0.0},
     ], lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     best_state, best_valid, history = None, math.inf, []
@@ -418,7 +461,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
         cursor += cfg.batch_size
         net.train()
         loss, _ = batch_loss(rows)
-        loss = loss + cfg.item_bias_l2 * net.item_bias.weight.pow(2).sum()
+        loss = loss + cfg.item_bias_l2 * net.item_bias.weight.pow(2).sum() \
+            + cfg.user_taste_l2 * net.user_taste.weight.pow(2).sum()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -479,6 +523,21 @@ def examination_from_propensities(logs: LoggedData) -> np.ndarray | None:
     return np.minimum.accumulate(theta)
 
 
+def space_user_rows(logs: LoggedData) -> np.ndarray | None:
+    """(n_rows,) user row of each interaction in the table order of ``UserTable.from_logs``, or None."""
+    if not logs.has_users:
+        return None
+    users = logs.interactions[S.USER_ID]
+    return pd.Index(pd.unique(users)).get_indexer(pd.Index(users)).astype(np.int64)
+
+
+def _principal_directions(x: np.ndarray, rank: int) -> np.ndarray:
+    """(d, rank) float32 top principal directions of the rows of ``x``."""
+    centred = x.astype(np.float64) - x.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return vt[:rank].T.astype(np.float32)
+
+
 def _power_law(theta: np.ndarray) -> float:
     """Least-squares eta of theta_k = k^-eta through the logged positions (default 1.0 with one position)."""
     if len(theta) < 2:
@@ -525,8 +584,10 @@ def _fit_continuation(train: LoggedData, model: ResponseModel, req: _Requests, p
     shown = np.bincount(r, minlength=n_req)
     repeat_share = np.bincount(r, weights=repeated.astype(float), minlength=n_req) / np.maximum(shown, 1)
     top_rows = np.flatnonzero(inter[S.POSITION].to_numpy() <= 3)
+    row_user = space_user_rows(train)
     probs = model.predict(profile[r[top_rows]], space.item_vecs[item[top_rows]][:, None, :],
-                          req.query[r[top_rows]], req.is_search[r[top_rows]], item[top_rows][:, None])[:, 0, 0]
+                          req.query[r[top_rows]], req.is_search[r[top_rows]], item[top_rows][:, None],
+                          None if row_user is None else row_user[top_rows])[:, 0, 0]
     top_attract = np.bincount(r[top_rows], weights=probs, minlength=n_req) / np.maximum(
         np.bincount(r[top_rows], minlength=n_req), 1)
     # page index within session and whether a later request of the same session exists

@@ -73,15 +73,24 @@ class ItemSpace:
         queries: Sequence[str] = (),
         *,
         dim: int | None = None,
+        attribute_weight: float = 0.0,
         show_progress: bool | None = None,
     ) -> ItemSpace:
-        """Encode the catalog and the queries; optionally project both to ``dim`` dims by PCA of the items.
+        r"""Encode the catalog and the queries; optionally add item attributes and project by PCA.
+
+        With ``attribute_weight`` :math:`a > 0`, each item vector becomes
+        :math:`[e_i,\ a\, f_i] / \lVert\cdot\rVert` where :math:`e_i` is the text embedding and
+        :math:`f_i` the unit-normalised one-hot/standardised attribute vector of the items table's
+        feature columns (:class:`~encoders.features.FeatureEncoder`); a query's attribute block marks
+        the attribute values its text names (e.g. "linen trousers" -> material=linen, category=trousers).
+        Profiles pooled from these vectors then carry the user's attribute preferences too.
 
         Args:
             items: the items table (``item_id``, ``text``, features).
             encoder: a text encoder (titles; queries use it too) or an item encoder (no queries then).
             queries: query strings to encode ("" entries are ignored).
             dim: target dimension (< the encoder's); None keeps the encoder's.
+            attribute_weight: weight of the attribute block, >= 0 (0: text embedding only).
             show_progress: progress bars while encoding.
         """
         item_vecs = encode_items(items, encoder, show_progress=show_progress).astype(np.float32)
@@ -93,6 +102,13 @@ class ItemSpace:
                                     dtype=np.float32)
         else:
             query_vecs = np.zeros((0, item_vecs.shape[1]), dtype=np.float32)
+        if attribute_weight < 0:
+            raise ConfigError(f"`attribute_weight` must be >= 0, got {attribute_weight}")
+        if attribute_weight > 0:
+            item_attrs, query_attrs = attribute_blocks(items, texts)
+            item_vecs = l2_normalize(np.concatenate([item_vecs, attribute_weight * item_attrs], axis=1))
+            query_vecs = l2_normalize(np.concatenate([query_vecs, attribute_weight * query_attrs], axis=1))
+            item_vecs, query_vecs = item_vecs.astype(np.float32), query_vecs.astype(np.float32)
         projection = None
         if dim is not None:
             if not 1 <= dim <= item_vecs.shape[1]:
@@ -101,6 +117,28 @@ class ItemSpace:
             item_vecs = l2_normalize(item_vecs @ projection).astype(np.float32)
             query_vecs = l2_normalize(query_vecs @ projection).astype(np.float32)
         return cls(pd.Index(items[S.ITEM_ID]), item_vecs, texts, query_vecs, projection)
+
+
+def attribute_blocks(items: pd.DataFrame, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit attribute vectors of items (n_items, F) and of queries (Q, F) (values named in the query text).
+
+    Feature columns are those a default :class:`~encoders.features.FeatureEncoder` picks (every column but
+    ``item_id`` and ``text``); one-hot categories are matched in queries as whole words.
+    """
+    from encoders.features import FeatureEncoder
+
+    encoder = FeatureEncoder().fit(items)
+    item_attrs = l2_normalize(encoder.raw_features(items)).astype(np.float32)
+    query_attrs = np.zeros((len(queries), encoder.raw_dim), dtype=np.float32)
+    padded = [f" {q.lower()} " for q in queries]
+    for column in encoder.columns:  # columns x categories, at setup time only
+        if column.kind != "onehot":
+            continue
+        for j, value in enumerate(column.vocabulary):
+            needle = f" {value.lower()} "
+            hits = [k for k, q in enumerate(padded) if needle in q]
+            query_attrs[hits, column.offset + j] = 1.0
+    return item_attrs, l2_normalize(query_attrs).astype(np.float32)
 
 
 def _pca(x: np.ndarray, dim: int) -> np.ndarray:

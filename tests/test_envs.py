@@ -1,0 +1,196 @@
+"""The re-ranking env: conformance, determinism, invalid actions, single vs vector, fitted model IO."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.build import QuickWorld, fit_world, setup_world, world_simulator
+from envs.core import EnvConfig, InvalidActionError, plackett_luce_log_prob
+from envs.fitted import FitConfig, ResponseModel
+from envs.rerank import ReRankEnv, ReRankVectorEnv
+
+CONFIG = EnvConfig(n_candidates=20, slate_size=5, max_pages=6)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return setup_world(QuickWorld().config)
+
+
+@pytest.fixture(scope="module")
+def sim(setup):
+    return world_simulator(setup, CONFIG)
+
+
+@pytest.fixture(scope="module")
+def model(setup):
+    return fit_world(setup, FitConfig(steps=200, batch_size=512))
+
+
+def test_registered_and_conforms(sim) -> None:
+    assert envs.ENV_ID in gym.registry
+    check_env(ReRankEnv(sim), skip_render_check=True)
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    sb3_check_env(ReRankEnv(sim), warn=False)
+
+
+def test_gym_make_builds_default_world() -> None:
+    env = gym.make(envs.ENV_ID, env_config=CONFIG)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    env.close()
+
+
+def _rollout(env: gym.Env, seed: int, steps: int) -> list:
+    obs, _ = env.reset(seed=seed)
+    action_rng = np.random.default_rng(123)
+    out = [obs]
+    for _ in range(steps):
+        action = action_rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        obs, reward, terminated, truncated, info = env.step(action)
+        out.append((obs, reward, terminated, truncated, info["shown"].tolist(), info["clicked"].tolist()))
+        if terminated or truncated:
+            out.append(env.reset()[0])
+    return out
+
+
+def _equal(a: list, b: list) -> bool:
+    return all(str(x) == str(y) if not isinstance(x, np.ndarray) else np.array_equal(x, y) for x, y in zip(a, b,
+                                                                                                          strict=True))
+
+
+def test_same_seed_same_trajectory(sim) -> None:
+    a, b = _rollout(ReRankEnv(sim), 7, 50), _rollout(ReRankEnv(sim), 7, 50)
+    assert _equal(a, b)
+    c = _rollout(ReRankEnv(sim), 8, 50)
+    assert not _equal(a, c)
+
+
+def test_vector_env_of_one_matches_single_env(sim) -> None:
+    single, vector = ReRankEnv(sim), ReRankVectorEnv(1, simulator=sim)
+    obs_s, _ = single.reset(seed=3)
+    obs_v, _ = vector.reset(seed=3)
+    np.testing.assert_array_equal(obs_s, obs_v[0])
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        action = rng.uniform(-1, 1, (1, CONFIG.n_candidates)).astype(np.float32)
+        obs_s, r_s, term_s, trunc_s, info_s = single.step(action[0])
+        if term_s or trunc_s:
+            obs_s, _ = single.reset()
+        obs_v, r_v, term_v, trunc_v, info_v = vector.step(action)
+        assert r_s == r_v[0] and term_s == term_v[0] and trunc_s == trunc_v[0]
+        np.testing.assert_array_equal(info_s["shown"], info_v["shown"][0])
+        np.testing.assert_array_equal(obs_s, obs_v[0])
+
+
+def test_vector_env_matches_single_env_in_distribution(sim) -> None:
+    # 64 sessions at once vs 64 single-env sessions: same click-through and session-length laws
+    def single_stats() -> tuple[float, float]:
+        env = ReRankEnv(sim)
+        env.reset(seed=11)
+        clicks, slots, lengths = 0, 0, []
+        for _ in range(600):
+            env.reset()
+            done, n = False, 0
+            while not done:
+                _, _, term, trunc, info = env.step(np.zeros(CONFIG.n_candidates, np.float32))
+                clicks += int(info["clicked"].sum())
+                slots += CONFIG.slate_size
+                n += 1
+                done = term or trunc
+            lengths.append(n)
+        return clicks / slots, float(np.mean(lengths))
+
+    def vector_stats() -> tuple[float, float]:
+        vec = ReRankVectorEnv(64, simulator=sim)
+        vec.reset(seed=12)
+        clicks, slots, ended, pages = 0, 0, 0, 0
+        while ended < 600:
+            _, _, term, trunc, info = vec.step(np.zeros((64, CONFIG.n_candidates), np.float32))
+            clicks += int(info["clicked"].sum())
+            slots += 64 * CONFIG.slate_size
+            pages += 64
+            ended += int((term | trunc).sum())
+        return clicks / slots, pages / ended
+
+    ctr_s, len_s = single_stats()
+    ctr_v, len_v = vector_stats()
+    assert abs(ctr_s - ctr_v) < 0.25 * ctr_s + 0.005
+    assert abs(len_s - len_v) < 0.15 * len_s
+
+
+@pytest.mark.parametrize("action, match", [
+    (np.zeros(19, np.float32), "shape"),
+    (np.full(20, np.nan, np.float32), "finite"),
+])
+def test_invalid_score_actions(sim, action, match) -> None:
+    env = ReRankEnv(sim)
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError, match=match):
+        env.step(action)
+
+
+@pytest.mark.parametrize("action, match", [
+    (np.array([0, 1, 2, 3, 3]), "at most once"),
+    (np.array([0, 1, 2, 3, 25]), r"\[0, 20\)"),
+    (np.array([0, 1, 2]), "5 candidate indices"),
+    (np.array([0.0, 1, 2, 3, 4]), "integer"),
+])
+def test_invalid_ranking_actions(setup, action, match) -> None:
+    from dataclasses import replace
+
+    env = ReRankEnv(world_simulator(setup, replace(CONFIG, action_type="ranking")))
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError, match=match):
+        env.step(action)
+    obs, reward, *_ = env.step(np.array([4, 3, 2, 1, 0]))
+    assert env.observation_space.contains(obs)
+
+
+def test_plackett_luce_probabilities_sum_to_one() -> None:
+    import itertools
+
+    logits = np.array([[0.3, -1.0, 2.0, 0.1]])
+    total = sum(np.exp(plackett_luce_log_prob(logits, np.array([perm])))[0]
+                for perm in itertools.permutations(range(4), 2))
+    assert total == pytest.approx(1.0)
+
+
+def test_oracle_beats_random_in_true_world(sim) -> None:
+    from envs.evaluation import oracle_scorer, random_scorer, run_sessions
+
+    setup_world_ = sim.source.world
+    oracle = run_sessions(sim, oracle_scorer(setup_world_), 400, seed=0)
+    random = run_sessions(sim, random_scorer, 400, seed=0)
+    assert oracle.ctr > 2 * random.ctr
+
+
+def test_fitted_model_roundtrip_and_fitted_backend(tmp_path, setup, model) -> None:
+    model.save(tmp_path / "m")
+    loaded = ResponseModel.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.examination(5), model.examination(5))
+    fitted = world_simulator(setup, CONFIG, backend="fitted", model=loaded)
+    env = ReRankVectorEnv(8, simulator=fitted)
+    env.reset(seed=0)
+    obs, reward, *_ = env.step(np.zeros((8, CONFIG.n_candidates), np.float32))
+    assert obs.shape == (8, fitted.obs_dim) and np.isfinite(reward).all()
+    # the fitted position bias falls with position, like the truth
+    theta = model.examination_logged
+    assert theta[0] == 1.0 and theta[-1] < 0.6
+
+
+def test_fitted_model_refuses_positives_only_logs(setup) -> None:
+    from envs.fitted import fit_response_model
+    from shopgym.data import LoggedData
+    from shopgym.errors import DataFormatError
+
+    logs = setup.train
+    inter = logs.interactions.assign(clicked=1)
+    positives = LoggedData(logs.items, inter, "positives")
+    with pytest.raises(DataFormatError, match="clicked"):
+        fit_response_model(positives, setup.space)
