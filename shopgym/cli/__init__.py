@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from shopgym.cli import compare as compare_cmd
 from shopgym.cli import data as data_cmd
 from shopgym.errors import ShopgymError
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    compare_cmd.register(commands)
     data_cmd.register(commands)
     return parser
 
