@@ -182,6 +182,7 @@ class Simulator:
         self.examination = backend.examination(config.slate_size)
         pop = users.popularity
         self._pop_feature = (pop / max(pop.max(), 1e-12)).astype(np.float32)
+        self._obs_item_vecs = np.clip(space.item_vecs, -1.0, 1.0).astype(np.float32)
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -353,12 +354,17 @@ class Simulator:
 
     def observe(self, state: PageState) -> np.ndarray:
         """(B, obs_dim) float32 flat observations (layout in :attr:`obs_dim`), values in [-1, 1]."""
-        b = state.batch_size
-        page = (state.page / self.config.max_pages).astype(np.float32)[:, None]
-        parts = [self.profile_vectors(state), self.query_vectors(state),
-                 state.sessions.is_search.astype(np.float32)[:, None], page,
-                 self.space.item_vecs[state.candidates].reshape(b, -1), self.extra_features(state).reshape(b, -1)]
-        return np.clip(np.concatenate(parts, axis=1), -1.0, 1.0).astype(np.float32)
+        b, d, n = state.batch_size, self.space.dim, self.config.n_candidates
+        out = np.empty((b, self.obs_dim), dtype=np.float32)
+        out[:, :d] = self.profile_vectors(state)
+        out[:, d:2 * d] = self.query_vectors(state)
+        out[:, 2 * d] = state.sessions.is_search
+        out[:, 2 * d + 1] = state.page / self.config.max_pages
+        start = 2 * d + 2
+        out[:, start:start + n * d] = self._obs_item_vecs[state.candidates].reshape(b, n * d)
+        out[:, start + n * d:] = self.extra_features(state).reshape(b, -1)
+        np.clip(out[:, :2 * d], -1.0, 1.0, out=out[:, :2 * d])  # float rounding of unit vectors
+        return out
 
 
 def plackett_luce_sample(rng: np.random.Generator, logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -77,6 +77,24 @@ def run_sessions(sim: Simulator, scorer: Scorer, n_sessions: int, *, seed: int, 
                        buys / slots_shown)
 
 
+def session_lengths(sim: Simulator, scorer: Scorer, n_sessions: int, *, seed: int,
+                    slots_scorer: bool = False) -> np.ndarray:
+    """(n_sessions,) pages per simulated session under ``scorer``."""
+    rng = np.random.default_rng(seed)
+    state = sim.reset(rng, n_sessions)
+    alive = np.arange(n_sessions)
+    pages = np.zeros(n_sessions, dtype=np.int64)
+    k = sim.config.slate_size
+    while len(alive):
+        out = scorer(sim, state, rng)
+        res = sim.step(state, out if slots_scorer else _topk(out, k), rng)
+        pages[alive] += 1
+        keep = ~(res.terminated | res.truncated)
+        alive = alive[keep]
+        state = _take(res.state, np.flatnonzero(keep))
+    return pages
+
+
 def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     order = np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores), axis=1)
     return order[:, :k]

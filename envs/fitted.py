@@ -122,9 +122,12 @@ class _Net(nn.Module):
     def forward(self, u: torch.Tensor, i: torch.Tensor, q: torch.Tensor, s: torch.Tensor,
                 item: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """(..., 3) logits of click-attractiveness, cart|click, purchase|cart."""
-        cosines = torch.stack([(u * i).sum(-1), (q * i).sum(-1)], dim=-1)  # cos(u, i), cos(q, i): unit vectors
+        # u, q and s may be un-expanded (B, 1, d) / (B, 1) against i (B, K, d): they broadcast
+        cosines = torch.stack(torch.broadcast_tensors((u * i).sum(-1), (q * i).sum(-1)), dim=-1)
         u, i, q = u @ self.projection, i @ self.projection, q @ self.projection
-        x = torch.cat([self.scale * u * i, self.scale * q * i, i, u, s.unsqueeze(-1), cosines], dim=-1)
+        shape = i.shape
+        x = torch.cat([self.scale * u * i, self.scale * q * i, i, u.expand(shape), s.unsqueeze(-1).expand(shape[:-1] + (1,)),
+                       cosines], dim=-1)
         logits = self.heads(self.trunk(x))
         bias = self.item_bias(item).squeeze(-1) + (self.user_taste(user) * i).sum(-1) * self.scale
         return torch.cat([(logits[..., 0] + bias).unsqueeze(-1), logits[..., 1:]], dim=-1)
@@ -189,10 +192,10 @@ class ResponseModel:
             (B, K, 3) float64.
         """
         b, k, _ = item_vecs.shape
-        u = torch.from_numpy(np.ascontiguousarray(user, dtype=np.float32)).unsqueeze(1).expand(b, k, -1)
-        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).unsqueeze(1).expand(b, k, -1)
+        u = torch.from_numpy(np.ascontiguousarray(user, dtype=np.float32)).unsqueeze(1)
+        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).unsqueeze(1)
         i = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
-        s = torch.from_numpy(np.asarray(is_search, dtype=np.float32)).unsqueeze(1).expand(b, k)
+        s = torch.from_numpy(np.asarray(is_search, dtype=np.float32)).unsqueeze(1)
         n_users = self.net.user_taste.num_embeddings - 1
         rows = np.full(b, -1) if user_rows is None else np.asarray(user_rows)
         rows = np.where((rows >= 0) & (rows < n_users), rows, n_users).astype(np.int64)

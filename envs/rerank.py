@@ -128,7 +128,7 @@ class ReRankVectorEnv(VectorEnv):
 
     Sessions that end are replaced in the same step (``autoreset_mode = SAME_STEP``): the returned
     observation is the new session's first page; ``info["final_obs"]`` holds the ended sessions' last
-    observations where ``info["_final_obs"]`` is True. With ``num_envs=1`` and the same seed, the
+    observations, one row per True entry of ``info["_final_obs"]`` (in batch order). With ``num_envs=1`` and the same seed, the
     trajectory equals :class:`ReRankEnv`'s (the same generator calls in the same order).
     """
 
@@ -182,9 +182,10 @@ class ReRankVectorEnv(VectorEnv):
         obs = self.sim.observe(state)
         if done.any():
             rows = np.flatnonzero(done)
-            info["final_obs"] = obs.copy()
+            info["final_obs"] = obs[rows].copy()
             info["_final_obs"] = done.copy()
-            state = self.sim.replace_rows(state, rows, self.sim.reset(self.np_random, len(rows)))
-            obs = self.sim.observe(state)
+            fresh = self.sim.reset(self.np_random, len(rows))
+            state = self.sim.replace_rows(state, rows, fresh)
+            obs[rows] = self.sim.observe(fresh)
         self._state = state
         return obs, result.reward.astype(np.float64), result.terminated, result.truncated, info

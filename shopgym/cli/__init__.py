@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from shopgym.cli import compare as compare_cmd
 from shopgym.cli import data as data_cmd
+from shopgym.cli import ope as ope_cmd
+from shopgym.cli import simulate as simulate_cmd
 from shopgym.errors import ShopgymError
 
 EXIT_INPUT_ERROR = 2
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     compare_cmd.register(commands)
     data_cmd.register(commands)
+    ope_cmd.register(commands)
+    simulate_cmd.register(commands)
     return parser
 
 

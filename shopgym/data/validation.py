@@ -14,7 +14,6 @@ import pandas as pd
 from shopgym.data import schema as S
 from shopgym.errors import DataFormatError
 
-
 #: pandas nanosecond timestamps cover about +-292 years around 1970
 _MAX_EPOCH_SECONDS = 9.2e9
 

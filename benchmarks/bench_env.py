@@ -1,0 +1,71 @@
+"""Simulator throughput: batched env user-steps per second vs the bare scoring matmul, and the single env.
+
+Shapes: N=100 candidates, K=10 slots, d=384 (hashing encoder at 384 dims, no attribute block), batch 1/64/1024.
+Reference measured in the same run: the bare scoring matmul of the same shapes, ``einsum('bd,bnd->bn')`` of
+user vectors against candidate vectors (what any policy must at least compute); the ratio says how many
+scoring passes one full env step costs. Both backends are timed: the true world and the fitted model.
+
+    python benchmarks/bench_env.py [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from encoders.hashing import HashingEncoder
+from envs.build import fit_world, setup_world, world_simulator
+from envs.core import EnvConfig
+from envs.fitted import FitConfig
+from envs.rerank import ReRankEnv, ReRankVectorEnv
+from envs.synthetic import WorldConfig
+
+
+def _rate(fn, seconds: float) -> float:
+    """Calls per second of ``fn`` over about ``seconds`` (after one warm-up call)."""
+    fn()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    args = parser.parse_args()
+    setup = setup_world(WorldConfig(seed=0), encoder=HashingEncoder(dim=384, seed=0), attribute_weight=0.0)
+    config = EnvConfig(n_candidates=100, slate_size=10, track_values=False)
+    model = fit_world(setup, FitConfig(steps=300))
+    sims = {"true world": world_simulator(setup, config), "fitted": world_simulator(setup, config, backend="fitted",
+                                                                                     model=model)}
+    d = setup.space.dim
+    print(f"N=100, K=10, d={d}")
+    print(f"{'backend':11s} {'batch':>6s} {'user-steps/s':>13s} {'matmul/s (same shapes)':>23s} {'ratio':>7s}")
+    rng = np.random.default_rng(0)
+    for label, sim in sims.items():
+        for batch in (1, 64, 1024):
+            env = ReRankVectorEnv(batch, simulator=sim)
+            env.reset(seed=0)
+            action = rng.uniform(-1, 1, (batch, 100)).astype(np.float32)
+            env_rate = _rate(lambda env=env, action=action: env.step(action), args.seconds) * batch
+            user = rng.standard_normal((batch, d)).astype(np.float32)
+            cands = rng.standard_normal((batch, 100, d)).astype(np.float32)
+            mm_rate = _rate(lambda u=user, c=cands: np.einsum("bd,bnd->bn", u, c), args.seconds) * batch
+            print(f"{label:11s} {batch:>6d} {env_rate:>13,.0f} {mm_rate:>23,.0f} {mm_rate / env_rate:>7.1f}")
+        single = ReRankEnv(sim)
+        single.reset(seed=0)
+
+        def one_step(env: ReRankEnv = single) -> None:
+            _, _, term, trunc, _ = env.step(rng.uniform(-1, 1, 100).astype(np.float32))
+            if term or trunc:
+                env.reset()
+
+        print(f"{label:11s} single env: {_rate(one_step, args.seconds):,.0f} steps/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Fidelity report: does the simulator fitted on the earlier part of a log behave like the later part?
+
+Checks (all on held-out requests, with the model fitted on the earlier ones):
+
+* CTR by position: held-out CTR with a 95% Wilson interval vs the simulated CTR of the *logged* rankings
+  replayed through the fitted model (expected clicks :math:`\\theta_k \\alpha(u, i)` per slot);
+* click prediction: log-loss and AUC of the fitted model vs a popularity baseline (smoothed item CTR times
+  the position's CTR, both from the training part);
+* purchase rate: held-out vs simulated;
+* session length: distribution of pages per session, held out vs simulated (total variation distance);
+* synthetic world only: true value of several policies vs their value in the fitted simulator (Kendall tau,
+  mean absolute relative error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from envs.fitted import ResponseModel, _request_arrays, session_codes, space_user_rows
+from envs.space import ItemSpace
+from shopgym.data import LoggedData
+from shopgym.data import schema as S
+from shopgym.data.io import atomic_write, write_json
+
+
+@dataclass
+class FidelityReport:
+    """Figures of the fidelity report (plain JSON via :func:`dataclasses.asdict`)."""
+
+    dataset: str
+    train_rows: int
+    test_rows: int
+    ctr_by_position: list[dict[str, float]]
+    positions_inside_ci: int
+    click_logloss: float
+    click_auc: float
+    popularity_logloss: float
+    popularity_auc: float
+    purchase_rate_heldout: float | None
+    purchase_rate_simulated: float | None
+    session_length_tv: float | None
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    kendall_tau: float | None = None
+    mean_abs_relative_error: float | None = None
+    examination: list[float] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        """The report as markdown."""
+        lines = [f"# Simulator fidelity: {self.dataset}", "",
+                 f"Fitted on {self.train_rows:,} earlier rows, compared with {self.test_rows:,} later rows.", "",
+                 "## CTR by position (logged rankings replayed in the simulator)", "",
+                 "| position | held-out CTR | 95% CI | simulated CTR | inside |", "|---|---|---|---|---|"]
+        for row in self.ctr_by_position:
+            inside = "yes" if row["low"] <= row["simulated"] <= row["high"] else "no"
+            lines.append(f"| {int(row['position'])} | {row['heldout']:.4f} | [{row['low']:.4f}, {row['high']:.4f}] | "
+                         f"{row['simulated']:.4f} | {inside} |")
+        lines += ["", f"{self.positions_inside_ci} of {len(self.ctr_by_position)} positions inside the 95% CI.", "",
+                  "## Click prediction on held-out rows", "", "| model | log-loss | AUC |", "|---|---|---|",
+                  f"| fitted simulator | {self.click_logloss:.4f} | {self.click_auc:.4f} |",
+                  f"| popularity x position | {self.popularity_logloss:.4f} | {self.popularity_auc:.4f} |", ""]
+        if self.purchase_rate_heldout is not None:
+            lines += [f"Purchase rate: held out {self.purchase_rate_heldout:.4f}, simulated "
+                      f"{self.purchase_rate_simulated:.4f}.", ""]
+        if self.session_length_tv is not None:
+            lines += [f"Session length (pages): total variation distance {self.session_length_tv:.3f}.", ""]
+        if self.policies:
+            lines += ["## Policy values: true world vs fitted simulator (reward per session)", "",
+                      "| policy | true | fitted | relative error |", "|---|---|---|---|"]
+            for p in self.policies:
+                lines.append(f"| {p['policy']} | {p['true']:.3f} ± {p['true_se']:.3f} | "
+                             f"{p['fitted']:.3f} ± {p['fitted_se']:.3f} | {p['relative_error']:+.1%} |")
+            lines += ["", f"Kendall tau {self.kendall_tau:.2f}; mean absolute relative error "
+                      f"{self.mean_abs_relative_error:.1%}.", ""]
+        return "\n".join(lines)
+
+
+def wilson(successes: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    r"""Wilson score interval for binomial proportions (vectorised).
+
+    .. math:: \frac{\hat p + z^2/2n \pm z\sqrt{\hat p(1-\hat p)/n + z^2/4n^2}}{1 + z^2/n}
+    """
+    n = np.maximum(n, 1)
+    p = successes / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return centre - half, centre + half
+
+
+def _logloss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def _auc(p: np.ndarray, y: np.ndarray) -> float:
+    if y.min() == y.max():
+        return float("nan")
+    ranks = stats.rankdata(p)
+    n_pos = y.sum()
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
+
+
+def replay_predictions(logs: LoggedData, test_mask: np.ndarray, space: ItemSpace,
+                       model: ResponseModel) -> tuple[np.ndarray, np.ndarray]:
+    """Fitted P(click) and P(purchase) of each held-out row (logged ranking replayed), (n_test,) each."""
+    from encoders.profiles import BehaviourWeights
+
+    inter = logs.interactions
+    item = space.item_ids.get_indexer(pd.Index(inter[S.ITEM_ID]))
+    req, cold = _request_arrays(logs, space, item, BehaviourWeights())
+    profile = np.where(cold[:, None], model.default_profile[None, :], req.profile).astype(np.float32)
+    rows = np.flatnonzero(test_mask)
+    r = req.row_request[rows]
+    users = space_user_rows(logs)
+    probs = model.predict(profile[r], space.item_vecs[item[rows]][:, None, :], req.query[r], req.is_search[r],
+                          item[rows][:, None], None if users is None else users[rows])[:, 0, :]
+    theta = model.examination(int(inter[S.POSITION].max()))[inter[S.POSITION].to_numpy()[rows] - 1]
+    click = theta * probs[:, 0]
+    return click, click * probs[:, 1] * probs[:, 2]
+
+
+def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space: ItemSpace, model: ResponseModel,
+                    *, simulated_lengths: np.ndarray | None = None,
+                    policies: list[dict[str, Any]] | None = None) -> FidelityReport:
+    """Compute the report (see the module docstring). ``logs`` is train + test in time order."""
+    inter = logs.interactions
+    test_ids = pd.Index(test.interactions[S.REQUEST_ID].unique())
+    test_mask = inter[S.REQUEST_ID].isin(test_ids).to_numpy()
+    click_sim, buy_sim = replay_predictions(logs, test_mask, space, model)
+    t = inter[test_mask]
+    y = t[S.CLICKED].to_numpy(dtype=np.float64)
+    pos = t[S.POSITION].to_numpy()
+    positions = np.unique(pos)
+    rows = []
+    for k in positions:  # positions are few (<= page length)
+        m = pos == k
+        low, high = wilson(np.array([y[m].sum()]), np.array([m.sum()]))
+        rows.append({"position": float(k), "heldout": float(y[m].mean()), "low": float(low[0]),
+                     "high": float(high[0]), "simulated": float(click_sim[m].mean()), "rows": float(m.sum())})
+    inside = sum(r["low"] <= r["simulated"] <= r["high"] for r in rows)
+    # popularity x position baseline from the training part
+    tr = train.interactions
+    ctr = tr[S.CLICKED].mean()
+    item_stats = tr.groupby(S.ITEM_ID, observed=True)[S.CLICKED].agg(["sum", "count"])
+    item_ctr = (item_stats["sum"] + 20 * ctr) / (item_stats["count"] + 20)
+    pos_ctr = tr.groupby(S.POSITION)[S.CLICKED].mean()
+    base = item_ctr.reindex(t[S.ITEM_ID]).fillna(ctr).to_numpy() / max(ctr, 1e-9) \
+        * pos_ctr.reindex(pos).fillna(ctr).to_numpy()
+    base = np.clip(base, 1e-6, 1 - 1e-6)
+    purchase_heldout = float(t[S.PURCHASED].mean()) if S.PURCHASED in t else None
+    tv = None
+    if simulated_lengths is not None:
+        codes, _ = pd.factorize(test.interactions[S.REQUEST_ID])
+        first = np.full(codes.max() + 1, len(codes))
+        np.minimum.at(first, codes, np.arange(len(codes)))
+        sessions = session_codes(test, first)
+        if sessions is not None:
+            held = np.bincount(sessions)
+            tv = total_variation(held, simulated_lengths)
+    tau = mare = None
+    if policies:
+        truth = np.array([p["true"] for p in policies])
+        fitted = np.array([p["fitted"] for p in policies])
+        for p in policies:
+            p["relative_error"] = (p["fitted"] - p["true"]) / p["true"]
+        tau = float(stats.kendalltau(truth, fitted).statistic)
+        mare = float(np.mean(np.abs(fitted - truth) / truth))
+    return FidelityReport(
+        dataset=logs.name, train_rows=len(train.interactions), test_rows=int(test_mask.sum()), ctr_by_position=rows,
+        positions_inside_ci=int(inside), click_logloss=_logloss(click_sim, y), click_auc=_auc(click_sim, y),
+        popularity_logloss=_logloss(base, y), popularity_auc=_auc(base, y),
+        purchase_rate_heldout=purchase_heldout,
+        purchase_rate_simulated=float(buy_sim.mean()) if purchase_heldout is not None else None,
+        session_length_tv=tv, policies=policies or [], kendall_tau=tau, mean_abs_relative_error=mare,
+        examination=model.examination_logged.tolist(),
+    )
+
+
+def total_variation(a: np.ndarray, b: np.ndarray) -> float:
+    """TV distance between the distributions of two integer samples (e.g. pages per session)."""
+    top = int(max(a.max(), b.max())) + 1
+    pa = np.bincount(a, minlength=top) / len(a)
+    pb = np.bincount(b, minlength=top) / len(b)
+    return float(0.5 * np.abs(pa - pb).sum())
+
+
+def write_report(report: FidelityReport, out: Path) -> None:
+    """Write fidelity.md, fidelity.json and ctr_by_position.png to ``out`` (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = report.to_markdown()
+    atomic_write(out / "fidelity.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
+    write_json(asdict(report), out / "fidelity.json")
+    rows = report.ctr_by_position
+    k = [r["position"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.errorbar(k, [r["heldout"] for r in rows],
+                yerr=[[r["heldout"] - r["low"] for r in rows], [r["high"] - r["heldout"] for r in rows]],
+                fmt="o", capsize=3, label="held out (95% CI)")
+    ax.plot(k, [r["simulated"] for r in rows], "s-", label="simulated (logged rankings replayed)")
+    ax.set(xlabel="position", ylabel="CTR", title=f"CTR by position: {report.dataset}")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(out / "ctr_by_position.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

@@ -1,0 +1,92 @@
+"""``shopgym simulate fidelity``: fit the simulator on the earlier part of a log and compare with the later part."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    """Add ``simulate`` and its subcommands."""
+    sim = commands.add_parser("simulate", help="fit the user-response simulator and check its fidelity",
+                              description="Fit the user-response model from logs and measure how well it "
+                              "reproduces held-out logs.")
+    sub = sim.add_subparsers(dest="simulate_command", metavar="SUBCOMMAND", required=True)
+    fid = sub.add_parser(
+        "fidelity", help="fidelity report: fitted simulator vs held-out logs",
+        description="Fit on the earlier part of a log and compare with the later part: CTR by position with 95%% "
+        "CIs, click log-loss and AUC vs a popularity baseline, purchase rate, session-length distance, and on "
+        "the synthetic world the true vs simulated value of several policies. Writes fidelity.md, "
+        "fidelity.json and ctr_by_position.png.",
+    )
+    fid.add_argument("data", nargs="?", type=Path, default=None,
+                     help="dataset folder in shopgym's format (default: the built-in synthetic world)")
+    fid.add_argument("--format", dest="source_format", choices=("folder", "obd"), default="folder",
+                     help="'obd' reads an Open Bandit Dataset folder directly")
+    fid.add_argument("--out", type=Path, default=Path("outputs/fidelity"), help="output folder")
+    fid.add_argument("--test-fraction", type=float, default=0.2, help="latest share of requests held out")
+    fid.add_argument("--encoder", default="minilm", choices=("minilm", "hashing"), help="text encoder")
+    fid.add_argument("--sessions", type=int, default=3000, help="simulated sessions per policy (synthetic world)")
+    fid.add_argument("--seed", type=int, default=0, help="world and simulation seed")
+    fid.set_defaults(handler=_fidelity)
+
+
+def _fidelity(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from envs.build import make_encoder, setup_world, world_simulator
+    from envs.fidelity import fidelity_report, write_report
+    from envs.fitted import fit_response_model
+    from envs.space import ItemSpace
+    from envs.synthetic import WorldConfig
+    from shopgym.data import LoggedData
+
+    if args.data is None:
+        setup = setup_world(WorldConfig(seed=args.seed), encoder=args.encoder, test_fraction=args.test_fraction,
+                            progress=True)
+        logs, train, test, space = setup.logs, setup.train, setup.test, setup.space
+    else:
+        if args.source_format == "obd":
+            from shopgym.adapters.obd import load_obd
+
+            logs = load_obd(args.data)
+        else:
+            logs = LoggedData.load(args.data)
+        train, test = logs.split_by_time(args.test_fraction)
+        has_text = bool((logs.items["text"].str.len() > 0).any())
+        if has_text:
+            encoder: Any = make_encoder(args.encoder)
+        else:
+            from encoders.features import FeatureEncoder
+
+            encoder = FeatureEncoder()
+        queries = logs.interactions["query"].unique().tolist() if "query" in logs.interactions else []
+        space = ItemSpace.build(logs.items, encoder, queries, show_progress=True)
+        setup = None
+    model = fit_response_model(train, space, progress=True)
+    model.save(args.out / "response_model")
+    policies = None
+    lengths = None
+    if setup is not None:
+        from envs import evaluation as E
+
+        true_sim = world_simulator(setup, backend="true")
+        fitted_sim = world_simulator(setup, backend="fitted", model=model)
+        scorers = {"random": (E.random_scorer, False), "popularity": (E.popularity_scorer, False),
+                   "cosine": (E.cosine_scorer, False), "logging": (E.logging_scorer(setup.world), True),
+                   "oracle-greedy": (E.oracle_scorer(setup.world), False)}
+        policies = []
+        for name, (scorer, slots) in scorers.items():
+            a = E.run_sessions(true_sim, scorer, args.sessions, seed=args.seed, name=name, slots_scorer=slots)
+            b = E.run_sessions(fitted_sim, scorer, args.sessions, seed=args.seed, name=name, slots_scorer=slots)
+            policies.append({"policy": name, "true": a.reward_per_session, "true_se": a.reward_se,
+                             "fitted": b.reward_per_session, "fitted_se": b.reward_se})
+        lengths = E.session_lengths(fitted_sim, E.logging_scorer(setup.world), args.sessions, seed=args.seed,
+                                    slots_scorer=True)
+    report = fidelity_report(logs, train, test, space, model, simulated_lengths=lengths, policies=policies)
+    write_report(report, args.out)
+    print(report.to_markdown())
+    print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, ctr_by_position.png")
+    del np
+    return 0
