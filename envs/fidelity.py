@@ -1,9 +1,9 @@
-"""Fidelity report: does the simulator fitted on the earlier part of a log behave like the later part?
+r"""Fidelity report: does the simulator fitted on the earlier part of a log behave like the later part?
 
 Checks (all on held-out requests, with the model fitted on the earlier ones):
 
 * CTR by position: held-out CTR with a 95% Wilson interval vs the simulated CTR of the *logged* rankings
-  replayed through the fitted model (expected clicks :math:`\\theta_k \\alpha(u, i)` per slot);
+  replayed through the fitted model (expected clicks :math:`\theta_k \alpha(u, i)` per slot);
 * click prediction: log-loss and AUC of the fitted model vs a popularity baseline (smoothed item CTR times
   the position's CTR, both from the training part);
 * purchase rate: held-out vs simulated;

@@ -4,15 +4,25 @@ Position-based click model with learned attractiveness, multi-task conversion he
 continuation model:
 
 .. math::
-    P(c = 1 \mid k, u, i, q) = \theta_k\, \sigma(f(u, i, q) + b_i), \qquad \theta_1 = 1,
+    P(c = 1 \mid k, u, i, q) = \theta_k\, \sigma\big(f(u, i, q) + b_i + \sqrt r\, e_u^\top P^\top i\big),
+    \qquad \theta_1 = 1,
 
-where :math:`f` is a small MLP over :math:`[\sqrt d\, u \odot i,\ \sqrt d\, q \odot i,\ i,\ u,\ s,\ \cos(u, i),
-\ \cos(q, i)]` (user profile at request time, item vector, query vector, search flag), :math:`b_i` a regularised per-item bias (0 for items
-unseen in training) and :math:`\theta_k = \sigma(\phi_k)` the examination probability of slot ``k``
-relative to the top slot. Everything is fitted jointly by maximum likelihood, which is the fixed point
-of the position-based model's EM (regression EM); randomised logs make :math:`\theta` identifiable.
+where :math:`f` is a small MLP over :math:`[\sqrt r\, \tilde u \odot \tilde i,\ \sqrt r\, \tilde q \odot \tilde i,
+\ \tilde i,\ \tilde u,\ s,\ \cos(u, i),\ \cos(q, i)]` (user profile at request time, item vector, query
+vector, search flag; a tilde marks a projection :math:`P` on the catalog's top ``rank`` principal
+directions), :math:`b_i` a regularised per-item bias (0 for unseen items), :math:`e_u` a regularised
+taste vector per logged user (0 for unknown users) and :math:`\theta_k` the examination probability of
+slot ``k`` relative to the top slot.
+
+Position bias: when the logs carry propensities, :math:`\theta` comes from the self-normalised
+inverse-propensity ratio of :func:`examination_from_propensities` and is frozen; otherwise it is fitted
+jointly by maximum likelihood (the fixed point of the position-based model's EM, regression EM).
 Positions beyond the deepest logged one follow a power law :math:`\theta_k = k^{-\eta}` fitted to the
-logged :math:`\theta`.
+logged :math:`\theta`. With propensities, every row is also weighted by its clipped, self-normalised
+inverse propensity (``FitConfig.debias``), so the model learns from an as-if-randomised distribution of
+(user, item, position) instead of what the logging policy chose to show (without it, the fitted model
+over-predicts clicks on items the logging policy shows to the right users, about 2x on the default
+world).
 
 Cart given click and purchase given cart are logistic heads on the same trunk, trained on clicked
 (resp. carted) rows. Session continuation is a logistic regression on page-level features (any click,
@@ -106,6 +116,7 @@ class _Net(nn.Module):
         super().__init__()
         # inputs are projected on the catalog's top `rank` principal directions (a fixed buffer); exact
         # full-dimension cosines are added as features, so little is lost and the trunk stays small
+        self.projection: torch.Tensor
         self.register_buffer("projection", torch.eye(dim)[:, :rank].clone())
         self.scale = float(np.sqrt(rank))  # elementwise products of unit vectors are ~1/rank: rescale
         self.trunk = nn.Sequential(nn.Linear(4 * rank + 3, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
@@ -126,8 +137,8 @@ class _Net(nn.Module):
         cosines = torch.stack(torch.broadcast_tensors((u * i).sum(-1), (q * i).sum(-1)), dim=-1)
         u, i, q = u @ self.projection, i @ self.projection, q @ self.projection
         shape = i.shape
-        x = torch.cat([self.scale * u * i, self.scale * q * i, i, u.expand(shape), s.unsqueeze(-1).expand(shape[:-1] + (1,)),
-                       cosines], dim=-1)
+        flag = s.unsqueeze(-1).expand(shape[:-1] + (1,))
+        x = torch.cat([self.scale * u * i, self.scale * q * i, i, u.expand(shape), flag, cosines], dim=-1)
         logits = self.heads(self.trunk(x))
         bias = self.item_bias(item).squeeze(-1) + (self.user_taste(user) * i).sum(-1) * self.scale
         return torch.cat([(logits[..., 0] + bias).unsqueeze(-1), logits[..., 1:]], dim=-1)

@@ -128,8 +128,8 @@ class ReRankVectorEnv(VectorEnv):
 
     Sessions that end are replaced in the same step (``autoreset_mode = SAME_STEP``): the returned
     observation is the new session's first page; ``info["final_obs"]`` holds the ended sessions' last
-    observations, one row per True entry of ``info["_final_obs"]`` (in batch order). With ``num_envs=1`` and the same seed, the
-    trajectory equals :class:`ReRankEnv`'s (the same generator calls in the same order).
+    observations, one row per True entry of ``info["_final_obs"]`` (in batch order). With ``num_envs=1``
+    and the same seed, the trajectory equals :class:`ReRankEnv`'s (the same generator calls in the same order).
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}

@@ -65,8 +65,7 @@ def env_config(cfg: DictConfig, slate_cap: int | None = None) -> EnvConfig:
     """EnvConfig from the ``env`` group (slate size capped by the logs' deepest position if given)."""
     from envs.candidates import CandidateConfig
 
-    e = OmegaConf.to_container(cfg.env, resolve=True)
-    assert isinstance(e, dict)
+    e: dict[str, Any] = dict(OmegaConf.to_container(cfg.env, resolve=True))  # type: ignore[arg-type]
     reward = RewardWeights(**e.pop("reward"))
     candidates = CandidateConfig(**e.pop("candidates"))
     if slate_cap is not None:
