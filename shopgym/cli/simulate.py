@@ -33,8 +33,6 @@ def register(commands: Any) -> None:
 
 
 def _fidelity(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from envs.build import make_encoder, setup_world, world_simulator
     from envs.fidelity import fidelity_report, write_report
     from envs.fitted import fit_response_model
@@ -44,7 +42,7 @@ def _fidelity(args: argparse.Namespace) -> int:
 
     if args.data is None:
         setup = setup_world(WorldConfig(seed=args.seed), encoder=args.encoder, test_fraction=args.test_fraction,
-                            progress=True)
+                            cache_dir=default_cache_dir(), progress=True)
         logs, train, test, space = setup.logs, setup.train, setup.test, setup.space
     else:
         if args.source_format == "obd":
@@ -56,7 +54,7 @@ def _fidelity(args: argparse.Namespace) -> int:
         train, test = logs.split_by_time(args.test_fraction)
         has_text = bool((logs.items["text"].str.len() > 0).any())
         if has_text:
-            encoder: Any = make_encoder(args.encoder)
+            encoder: Any = make_encoder(args.encoder, default_cache_dir())
         else:
             from encoders.features import FeatureEncoder
 
@@ -88,5 +86,11 @@ def _fidelity(args: argparse.Namespace) -> int:
     write_report(report, args.out)
     print(report.to_markdown())
     print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, ctr_by_position.png")
-    del np
     return 0
+
+
+def default_cache_dir() -> Path:
+    """Embedding cache folder: $SHOPGYM_CACHE, else ~/.cache/shopgym."""
+    import os
+
+    return Path(os.environ.get("SHOPGYM_CACHE", Path.home() / ".cache" / "shopgym"))
