@@ -169,6 +169,18 @@ def run_agent(agent: RankingPolicy, prep: Prepared, *, steps: int, batch_size: i
     from envs.rerank import ReRankVectorEnv
 
     sim = prep.sim
+    started = time.perf_counter()
+    learn = getattr(agent, "learn", None)
+    curve = None
+    if callable(learn) and not agent.learns_online:
+        # trained on the simulator first (e.g. PPO), on as many pages as the online learners see;
+        # its reward per step below is this training curve, the other metrics are the trained policy's
+        learn(sim, total_timesteps=steps * batch_size, seed=seed,
+              tensorboard_log=None if writer is None else str(Path(writer.log_dir) / "sb3"))
+        pages = np.asarray(agent.curve.timesteps, dtype=np.float64)  # type: ignore[attr-defined]
+        values = np.asarray(agent.curve.reward_per_page, dtype=np.float64)  # type: ignore[attr-defined]
+        if len(values):
+            curve = np.interp((np.arange(steps) + 1) * batch_size, pages, values)
     env = ReRankVectorEnv(batch_size, simulator=sim)
     env.reset(seed=seed)
     rng = np.random.default_rng([seed, 7])
@@ -178,7 +190,6 @@ def run_agent(agent: RankingPolicy, prep: Prepared, *, steps: int, batch_size: i
     seen = np.zeros(sim.space.n_items, dtype=bool)
     trace = {m: np.zeros(steps) for m in METRICS}
     cum_regret = 0.0
-    started = time.perf_counter()
     for t in tqdm(range(steps), desc=f"{agent.name}", leave=False, disable=not progress):
         state = env.state
         ctx = env.ranking_context()
@@ -186,7 +197,7 @@ def run_agent(agent: RankingPolicy, prep: Prepared, *, steps: int, batch_size: i
         _, reward, _, _, info = env.step_slots(ranking.slots, ranking.slate_propensity)
         agent.update(ctx, ranking, Feedback(info["clicked"], info["carted"], info["purchased"], info["slot_reward"]))
         seen[info["shown"].ravel()] = True
-        trace["reward"][t] = reward.mean()
+        trace["reward"][t] = reward.mean() if curve is None else curve[t]
         trace["ctr"][t] = info["clicked"].mean()
         trace["purchase_rate"][t] = info["purchased"].mean()
         trace["diversity"][t] = info["diversity"].mean()

@@ -69,7 +69,7 @@ def register(commands: Any) -> None:
         "--policy", required=True, metavar="NAME|PATH",
         help=f"a built-in policy ({', '.join(BUILTIN_POLICIES)}; 'uniform' = 'random'; 'logging' = the logging "
         "policy itself, through the logged propensities) or the folder of a policy saved with "
-        "RankingPolicy.save (policy.json + state.safetensors)",
+        "RankingPolicy.save (policy.json + state.safetensors; write ./NAME for a folder named like a built-in)",
     )
     parser.add_argument("--reward", choices=REWARDS, default="clicked",
                         help="per-slot reward column (default: clicked)")
@@ -124,15 +124,15 @@ def _policy(spec: str, seed: int) -> Any:
     from agents import ALSPolicy, CosinePolicy, ItemKNNPolicy, PopularityPolicy, RandomPolicy, load_policy
 
     path = Path(spec)
-    if path.is_dir():
-        return load_policy(path)
     builders: dict[str, Callable[[], Any]] = {
         "random": lambda: RandomPolicy(seed=seed), "uniform": lambda: RandomPolicy(seed=seed),
         "popularity": PopularityPolicy, "cosine": CosinePolicy, "item_knn": ItemKNNPolicy, "als": ALSPolicy,
         "logging": lambda: "logging",
     }
-    if spec in builders:
+    if spec in builders:  # a built-in name wins; write ./NAME for a folder called like one
         return builders[spec]()
+    if path.is_dir():
+        return load_policy(path)
     if path.exists():
         raise ConfigError(f"--policy {spec}: not a folder; pass a saved policy's folder (policy.json + "
                           "state.safetensors) or a built-in name")
@@ -178,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--reward {args.reward}: the interactions of {args.data} have no '{args.reward}' column "
                           f"(columns: {', '.join(map(str, data.interactions.columns))})")
     policy = _policy(args.policy, args.seed)
-    policy_name = Path(args.policy).name if Path(args.policy).is_dir() else args.policy
+    policy_name = args.policy if args.policy in BUILTIN_POLICIES else Path(args.policy).name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every warning is part of the printed report
         evaluation = evaluate_policy_on_logs(
