@@ -5,6 +5,8 @@ Estimate how a new policy would have done from logs collected by another (the lo
 * data: :class:`BanditLog` (one action per round) and :class:`SlateLog` (rankings), built directly,
   from a :class:`~shopgym.data.LoggedData` (:func:`bandit_log_from_logged`) or from obp's dicts
   (:func:`bandit_log_from_obp`);
+* rankings evaluated slot by slot with DM, IPS and DR (:func:`evaluate_ranking`, :mod:`ope.ranking`);
+  a ranking policy of :mod:`agents` on a logged dataset: :mod:`ope.policy_eval` (not imported here);
 * estimators: :class:`DirectMethod`, :class:`IPS`, :class:`ClippedIPS`, :class:`SelfNormalizedIPS`,
   :class:`DoublyRobust`, :class:`SelfNormalizedDR`, :class:`SwitchDR`,
   :class:`DoublyRobustWithShrinkage`; for slates :class:`SlateStandardIPS`,
@@ -26,6 +28,7 @@ from ope.errors import (
     OPEInputError,
     OPEWarning,
     SupportDeficiencyWarning,
+    WeightMeanWarning,
 )
 from ope.estimators import (
     IPS,
@@ -59,6 +62,20 @@ from ope.intervals import (
     standard_error,
 )
 from ope.logged import bandit_log_from_logged, slate_log_from_logged
+from ope.ranking import (
+    DEFAULT_RANKING_ESTIMATORS,
+    RANKING_ESTIMATORS,
+    FittedPairModel,
+    PairRewardModel,
+    RankingInputs,
+    aggregate_slot_terms,
+    candidate_pool_size,
+    cross_fit_pair_models,
+    cross_fit_pair_q_hat,
+    evaluate_ranking,
+    mean_weight_check,
+    reduce_ranking_target,
+)
 from ope.reward_model import CellMeanModel, LinearRewardModel, RewardModel, cross_fit_q_hat, default_reward_model
 from ope.slate import (
     SelfNormalizedSlateIndependentIPS,
@@ -84,6 +101,7 @@ from ope.terms import RoundTerms
 
 __all__ = [
     "DEFAULT_BANDIT_ESTIMATORS",
+    "DEFAULT_RANKING_ESTIMATORS",
     "DEFAULT_SLATE_ESTIMATORS",
     "IPS",
     "BanditEstimator",
@@ -98,6 +116,7 @@ __all__ = [
     "DoublyRobust",
     "DoublyRobustWithShrinkage",
     "EstimateResult",
+    "FittedPairModel",
     "LargeImportanceWeightWarning",
     "LinearRewardModel",
     "LowEffectiveSampleSizeWarning",
@@ -106,6 +125,9 @@ __all__ = [
     "OPEInputError",
     "OPEReport",
     "OPEWarning",
+    "PairRewardModel",
+    "RANKING_ESTIMATORS",
+    "RankingInputs",
     "RewardModel",
     "RoundTerms",
     "SelfNormalizedDR",
@@ -125,11 +147,16 @@ __all__ = [
     "SyntheticBandit",
     "SyntheticSlates",
     "WeightDiagnostics",
+    "WeightMeanWarning",
+    "aggregate_slot_terms",
     "bandit_log_from_logged",
     "bandit_log_from_obp",
     "bandit_log_to_obp",
     "bootstrap_ci",
     "bootstrap_replicates",
+    "candidate_pool_size",
+    "cross_fit_pair_models",
+    "cross_fit_pair_q_hat",
     "cross_fit_q_hat",
     "default_reward_model",
     "diagnose",
@@ -137,10 +164,13 @@ __all__ = [
     "epsilon_greedy_action_dist",
     "evaluate",
     "evaluate_bandit",
+    "evaluate_ranking",
     "evaluate_slate",
+    "mean_weight_check",
     "normal_ci",
     "plackett_luce_prefix_prob",
     "prepare_bandit_inputs",
+    "reduce_ranking_target",
     "resample_counts",
     "sample_plackett_luce",
     "slate_log_from_logged",

@@ -37,5 +37,9 @@ class SupportDeficiencyWarning(OPEWarning):
     """The evaluated policy puts mass where the logging policy never acts."""
 
 
+class WeightMeanWarning(OPEWarning):
+    """Importance weights whose mean is far from 1: the two policies' probabilities do not match up."""
+
+
 class OPEDataWarning(OPEWarning):
     """Building an OPE log from logged data dropped or altered rows (counts are in the message)."""

@@ -127,7 +127,10 @@ class OPEReport:
         seed: the seed of the bootstrap and of the cross-fitting folds.
         reward_model: name of the reward model used for DM/DR (None if none was needed or given
             as ``q_hat``).
-        kind: ``"bandit"`` or ``"slate"``.
+        kind: ``"bandit"``, ``"slate"`` or ``"ranking"``.
+        extra_diagnostics: further weight diagnostics (e.g. of the whole-slate weights when
+            ``diagnostics`` describes the per-slot weights).
+        notes: free-text remarks printed under the table (what was evaluated, caveats).
     """
 
     results: tuple[EstimateResult, ...]
@@ -139,6 +142,16 @@ class OPEReport:
     seed: int | None
     reward_model: str | None
     kind: str
+    extra_diagnostics: tuple[WeightDiagnostics, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def messages(self) -> tuple[str, ...]:
+        """Every diagnostic warning message of the report (main and extra diagnostics)."""
+        out = list(self.diagnostics.messages)
+        for d in self.extra_diagnostics:
+            out.extend(m for m in d.messages if m not in out)
+        return tuple(out)
 
     def __getitem__(self, name: str) -> EstimateResult:
         """The row of estimator ``name``."""
@@ -178,8 +191,9 @@ class OPEReport:
                  "error": r.error}
                 for r in self.results
             ],
-            "diagnostics": {k: _none_if_nan(v) if isinstance(v, float) else v
-                            for k, v in self.diagnostics.to_dict().items()},
+            "diagnostics": _diagnostics_dict(self.diagnostics),
+            "extra_diagnostics": [_diagnostics_dict(d) for d in self.extra_diagnostics],
+            "notes": list(self.notes),
         }
 
     def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
@@ -206,23 +220,31 @@ class OPEReport:
                     cis.append("-" if ci is None else f"[{fmt.format(ci.low)}, {fmt.format(ci.high)}]")
                 cells = [r.estimator, fmt.format(r.value), fmt.format(r.se), *cis, ""]
             lines.append("| " + " | ".join(cells) + " |")
-        d = self.diagnostics
         lines += [
             "",
             f"rounds: {self.n_rounds:,}; logging policy's mean reward: {fmt.format(self.logged_mean)}; "
             f"bootstrap resamples: {self.n_resamples:,}; seed: {self.seed}"
             + (f"; reward model: {self.reward_model}" if self.reward_model else ""),
         ]
-        if not math.isnan(d.ess):
-            lines.append(
-                f"weights ({d.weights_label}): ESS {d.ess:,.1f} ({d.ess_fraction:.1%}); max {d.max_weight:.4g} "
-                f"({d.max_weight_share:.2%} of total); mean {d.mean_weight:.4g}"
-            )
-        if not math.isnan(d.support_deficiency):
-            lines.append(f"support deficiency ({d.support_method}): {d.support_deficiency:.2%} of the target mass")
-        for message in d.messages:
+        for d in (self.diagnostics, *self.extra_diagnostics):
+            if not math.isnan(d.ess):
+                share = "no weight" if math.isnan(d.max_weight_share) else f"{d.max_weight_share:.2%} of total"
+                lines.append(
+                    f"weights ({d.weights_label}): ESS {d.ess:,.1f} of {d.n_rounds:,} ({d.ess_fraction:.1%}); "
+                    f"max {d.max_weight:.4g} ({share}); mean {d.mean_weight:.4g}"
+                )
+            if not math.isnan(d.support_deficiency):
+                lines.append(
+                    f"support deficiency ({d.support_method}): {d.support_deficiency:.2%} of the target mass")
+        for note in self.notes:
+            lines.append(f"- note: {note}")
+        for message in self.messages:
             lines.append(f"- warning: {message}")
         return "\n".join(lines)
+
+
+def _diagnostics_dict(d: WeightDiagnostics) -> dict[str, Any]:
+    return {k: _none_if_nan(v) if isinstance(v, float) else v for k, v in d.to_dict().items()}
 
 
 def _check_common(ci: Sequence[str], alpha: float, n_resamples: int, names: list[str]) -> tuple[CIMethod, ...]:
@@ -240,7 +262,7 @@ def _check_common(ci: Sequence[str], alpha: float, n_resamples: int, names: list
     return methods  # type: ignore[return-value]
 
 
-def _results(
+def results_from_terms(
     names: list[str],
     terms: list[RoundTerms | str],
     methods: tuple[CIMethod, ...],
@@ -249,6 +271,20 @@ def _results(
     seed: int | None,
     n_jobs: int | None,
 ) -> tuple[EstimateResult, ...]:
+    """One result row per estimator: a value, SE and intervals from its terms, or its error message.
+
+    Args:
+        names: estimator names, in report order.
+        terms: per estimator, its :class:`~ope.terms.RoundTerms` or the message saying why it could not run.
+        methods: interval methods.
+        alpha: 1 - nominal coverage.
+        n_resamples: bootstrap resamples (shared by all estimators: paired).
+        seed: bootstrap seed.
+        n_jobs: bootstrap threads.
+
+    Returns:
+        The rows.
+    """
     ran = [t for t in terms if isinstance(t, RoundTerms)]
     reps = None
     if "bootstrap" in methods and ran:
@@ -335,7 +371,7 @@ def evaluate_bandit(
             terms.append(str(exc))
     diagnostics = diagnose(log, action_dist=action_dist, target_prob=target_prob,
                            logging_action_dist=logging_action_dist, thresholds=thresholds, warn=warn)
-    results = _results(names, terms, methods, alpha, n_resamples, seed, n_jobs)
+    results = results_from_terms(names, terms, methods, alpha, n_resamples, seed, n_jobs)
     return OPEReport(results, diagnostics, log.n_rounds, log.logged_mean, float(alpha),
                      n_resamples if "bootstrap" in methods else 0, seed, model_name, "bandit")
 
@@ -384,7 +420,7 @@ def evaluate_slate(
         except OPEInputError as exc:
             terms.append(str(exc))
     diagnostics = diagnose_slate(log, target, thresholds=thresholds, warn=warn)
-    results = _results(names, terms, methods, alpha, n_resamples, seed, n_jobs)
+    results = results_from_terms(names, terms, methods, alpha, n_resamples, seed, n_jobs)
     return OPEReport(results, diagnostics, log.n_rounds, log.logged_mean, float(alpha),
                      n_resamples if "bootstrap" in methods else 0, seed, None, "slate")
 

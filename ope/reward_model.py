@@ -30,7 +30,9 @@ from ope.checks import check_scalar
 from ope.data import BanditLog
 from ope.errors import OPEInputError
 
-__all__ = ["CellMeanModel", "LinearRewardModel", "RewardModel", "cross_fit_q_hat", "default_reward_model"]
+__all__ = [
+    "CellMeanModel", "LinearRewardModel", "RewardModel", "cross_fit_q_hat", "default_reward_model", "fit_glm",
+]
 
 
 class RewardModel(Protocol):
@@ -216,27 +218,58 @@ class LinearRewardModel:
         return _sigmoid(score) if self.link == "logistic" else score
 
     def _solve(self, design: np.ndarray, y: np.ndarray) -> np.ndarray:
-        p = design.shape[1]
-        penalty = np.full(p, float(self.l2))
-        penalty[0] = 0.0
-        if self.link == "identity":
-            gram = design.T @ design
-            gram[np.diag_indices(p)] += penalty
-            return np.linalg.solve(gram, design.T @ y)
-        beta = np.zeros(p)
-        mean = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-        beta[0] = np.log(mean / (1 - mean))
-        for _ in range(self.max_iter):
-            prob = _sigmoid(design @ beta)
-            grad = design.T @ (prob - y) + penalty * beta
-            root = design * np.sqrt(prob * (1 - prob))[:, None]
-            hess = root.T @ root  # symmetric product: BLAS syrk, several times faster than a general gemm
-            hess[np.diag_indices(p)] += penalty + 1e-10
-            step = np.linalg.solve(hess, grad)
-            beta -= step
-            if np.max(np.abs(step)) < self.tol:
-                break
-        return beta
+        return fit_glm(design, y, l2=self.l2, link=self.link, max_iter=self.max_iter, tol=self.tol)
+
+
+def fit_glm(
+    design: np.ndarray,
+    y: np.ndarray,
+    *,
+    l2: float,
+    link: Literal["identity", "logistic"],
+    max_iter: int = 50,
+    tol: float = 1e-8,
+) -> np.ndarray:
+    r"""Ridge or L2-regularised logistic regression; column 0 of ``design`` is the unpenalised intercept.
+
+    Note:
+        .. math:: \hat\beta = \arg\min_\beta\ \ell(y, g(X\beta)) + \lambda \sum_{j \ge 1} \beta_j^2
+
+        with squared loss for the identity link (solved exactly) and the Bernoulli log-loss for the
+        logistic link (Newton's method from the intercept-only fit).
+
+    Args:
+        design: (m, p) float64 design matrix whose first column is all ones.
+        y: (m,) float64 targets (in [0, 1] for the logistic link).
+        l2: :math:`\lambda` > 0.
+        link: ``"identity"`` or ``"logistic"``.
+        max_iter: Newton iterations (logistic), >= 1.
+        tol: stop when the largest coefficient update is below this.
+
+    Returns:
+        (p,) float64 coefficients.
+    """
+    p = design.shape[1]
+    penalty = np.full(p, float(l2))
+    penalty[0] = 0.0
+    if link == "identity":
+        gram = design.T @ design
+        gram[np.diag_indices(p)] += penalty
+        return np.linalg.solve(gram, design.T @ y)
+    beta = np.zeros(p)
+    mean = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    beta[0] = np.log(mean / (1 - mean))
+    for _ in range(max_iter):
+        prob = _sigmoid(design @ beta)
+        grad = design.T @ (prob - y) + penalty * beta
+        root = design * np.sqrt(prob * (1 - prob))[:, None]
+        hess = root.T @ root  # symmetric product: BLAS syrk, several times faster than a general gemm
+        hess[np.diag_indices(p)] += penalty + 1e-10
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.max(np.abs(step)) < tol:
+            break
+    return beta
 
 
 def default_reward_model(log: BanditLog) -> LinearRewardModel:

@@ -31,7 +31,8 @@ What happens (details: docs/ope.md, "shopgym ope"):
      when the logging policy chose among exactly those items); "catalog" ranks the whole catalog
      (always well defined; IPS then misses what the logging policy never showed, DR extrapolates).
      A warning says when the log's propensities show the logging policy chose among more items
-     than it showed.
+     than it showed (the synthetic shop: 30 retrieved, 10 shown): shown-mode estimates are then
+     biased. "catalog" also evaluates logs with partial pages (one row per request, as in OBD).
   4. The policy's probability of each logged item at its slot is exact for deterministic policies
      (IPS becomes replay), random and epsilon-greedy ones; other stochastic policies are sampled
      --n-policy-samples times per request.
