@@ -224,3 +224,20 @@ def test_packaged_minilm_matches_sentence_transformers() -> None:
     model = st.SentenceTransformer(str(default_model_path()), device="cpu")
     theirs = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_packaged_minilm_groups_the_synthetic_catalog_by_category(tmp_path: Path) -> None:
+    from encoders import CachedEncoder, encode_items
+    from envs.synthetic import SyntheticWorld, WorldConfig
+
+    items = SyntheticWorld(WorldConfig(seed=0)).items_table()
+    cache = CachedEncoder(BertEncoder(), tmp_path)
+    vectors = encode_items(items, cache)
+    assert vectors.shape == (len(items), 384)
+    np.testing.assert_array_equal(encode_items(items, CachedEncoder(BertEncoder(), tmp_path)), vectors)
+    same = items["category"].to_numpy()[:, None] == items["category"].to_numpy()[None, :]
+    off_diagonal = ~np.eye(len(items), dtype=bool)
+    cosines = vectors @ vectors.T
+    within, across = cosines[same & off_diagonal].mean(), cosines[~same].mean()
+    assert within - across > 0.1, (within, across)
