@@ -529,15 +529,10 @@ class SyntheticWorld:
             rows = np.flatnonzero(group == g)
             picks[rows] = np.searchsorted(self._retrieval_cdf[g], u[rows], side="right")
         np.minimum(picks, self.catalog.n_items - 1, out=picks)
-        order = np.argsort(picks, axis=1, kind="stable")
-        sorted_picks = np.take_along_axis(picks, order, axis=1)
-        repeat = np.zeros_like(picks, dtype=bool)
-        repeat_sorted = np.concatenate([np.zeros((b, 1), bool), sorted_picks[:, 1:] == sorted_picks[:, :-1]], axis=1)
-        np.put_along_axis(repeat, order, repeat_sorted, axis=1)
-        key = np.where(repeat, draws, 0) + np.arange(draws)[None, :]
-        first = np.argsort(key, axis=1, kind="stable")[:, :n]
-        out = np.take_along_axis(picks, first, axis=1)
-        short = (~repeat).sum(axis=1) < n
+        from envs.candidates import first_distinct_no_fill
+
+        out, distinct = first_distinct_no_fill(picks, n)
+        short = distinct < n
         if short.any():
             rows = np.flatnonzero(short)
             keys = self._retrieval_logits[group[rows]] + rng.gumbel(size=(len(rows), self.catalog.n_items))
