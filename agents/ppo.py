@@ -10,7 +10,7 @@ Pieces, from the bottom up:
 * :class:`CandidateEncoder` (a SB3 ``BaseFeaturesExtractor``): unflattens the :class:`~envs.rerank.ReRankEnv`
   observation and maps each candidate to a ``H``-dim embedding with a shared MLP over
   ``[u, q, s, v_i, x_i, u * v_i, q * v_i, u.v_i, q.v_i]`` (profile, query, is-search, candidate vector,
-  candidate extras, elementwise and dot products).
+  candidate extras, elementwise and dot products) plus the two dot products standardised over the request.
 * :class:`PlackettLuceDistribution` (a SB3 ``Distribution``): rankings of ``K`` out of ``N`` sampled by
   Gumbel-top-K, their exact log-probability, and a chain-rule entropy estimate.
 * :class:`PlackettLucePolicy` (a SB3 ``ActorCriticPolicy``): logits = a linear head on each candidate's
@@ -157,8 +157,10 @@ def _mlp(sizes: Sequence[int], activation: type[nn.Module], last_activation: boo
 class CandidateEncoder(BaseFeaturesExtractor):
     r"""Shared per-candidate MLP over the user, the context and the candidate (permutation-equivariant).
 
-    Each candidate i gets :math:`h_i = \mathrm{MLP}([u, q, s, v_i, x_i, u \odot v_i, q \odot v_i, u^\top v_i,
-    q^\top v_i])` with the same weights for every i. The first layer is split into a context part (computed
+    Each candidate i gets :math:`h_i = \mathrm{MLP}([u, q, s, v_i, x_i, u \odot v_i, q \odot v_i, c_i, \hat c_i])`
+    with the same weights for every i, where :math:`c_i = (u^\top v_i, q^\top v_i)` and :math:`\hat c_i` is
+    :math:`c_i` standardised over the request's candidates (mean 0, unit spread: the logits only matter
+    relative to each other, and the raw cosines of one request differ by a few hundredths). The first layer is split into a context part (computed
     once per request) and a candidate part (identical to one linear layer on the concatenation).
     As a SB3 features extractor it returns the (B, N * H) flattened embeddings; :meth:`encode` keeps the
     (B, N, H) shape and accepts any N.
@@ -182,7 +184,7 @@ class CandidateEncoder(BaseFeaturesExtractor):
         act = ACTIVATIONS[check_choice(activation, "activation", tuple(ACTIVATIONS))]
         d = layout.dim
         self.context_in = nn.Linear(2 * d + 1, hidden[0])
-        self.candidate_in = nn.Linear(3 * d + layout.n_extra + 2, hidden[0], bias=False)
+        self.candidate_in = nn.Linear(3 * d + layout.n_extra + 4, hidden[0], bias=False)
         self.act = act()
         self.body = nn.Sequential(*_mlp(hidden, act, last_activation=True))
 
@@ -192,7 +194,8 @@ class CandidateEncoder(BaseFeaturesExtractor):
         context = self.context_in(torch.cat([user, query, is_search[:, None]], dim=1))  # (B, H0)
         uv = cand * user[:, None, :]
         qv = cand * query[:, None, :]
-        per_item = torch.cat([cand, extra, uv, qv, uv.sum(-1, keepdim=True), qv.sum(-1, keepdim=True)], dim=2)
+        dots = torch.stack([uv.sum(-1), qv.sum(-1)], dim=2)  # (B, N, 2) cosines with the profile and query
+        per_item = torch.cat([cand, extra, uv, qv, dots, _standardise_over_candidates(dots)], dim=2)
         return self.body(self.act(context[:, None, :] + self.candidate_in(per_item)))
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
@@ -203,6 +206,12 @@ class CandidateEncoder(BaseFeaturesExtractor):
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """(B, N * H) flattened candidate embeddings."""
         return self.encode(observations).flatten(1)
+
+
+def _standardise_over_candidates(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """``x`` (B, N, C) centred and scaled over the N candidates of each request (equivariant; constant -> 0)."""
+    centred = x - x.mean(dim=1, keepdim=True)
+    return centred / (centred.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
 
 
 def _check_sizes(sizes: Sequence[int], name: str) -> tuple[int, ...]:
@@ -494,11 +503,13 @@ class PPORanker(RankingPolicy):
         n_epochs: PPO epochs per rollout, >= 1.
         gamma: discount per page, in [0, 1].
         gae_lambda: GAE lambda, in [0, 1].
-        clip_range: PPO ratio clip, > 0.
+        clip_range: PPO ratio clip, > 0. The ratio is that of a whole ranking, a product of K per-slot
+            ratios, so the usual 0.2 freezes learning at K = 10 (measured in docs/agents.md): default 0.5.
         ent_coef: weight of the entropy estimate, >= 0.
         vf_coef: value-loss weight, >= 0.
         max_grad_norm: gradient-norm clip, > 0.
-        n_envs: parallel ``ReRankEnv`` copies in SB3's ``DummyVecEnv`` when learning from a simulator, >= 1.
+        n_envs: sessions stepped together when learning from a simulator (one batched
+            :class:`~envs.sb3.SB3BatchedEnv`), or env copies in SB3's ``DummyVecEnv`` for an env factory, >= 1.
         estimate_propensity: Monte Carlo per-slot propensities in :meth:`rank` for slots 2..K (else NaN;
             slot 1 is always exact: the softmax of the logits).
         n_propensity_samples: draws per request for that estimate, >= 1.
@@ -515,9 +526,9 @@ class PPORanker(RankingPolicy):
 
     def __init__(
         self, hidden: Sequence[int] = (64,), critic_hidden: Sequence[int] = (64,), activation: str = "relu",
-        learning_rate: float = 1e-3, n_steps: int = 256, batch_size: int = 64, n_epochs: int = 10,
-        gamma: float = 0.95, gae_lambda: float = 0.95, clip_range: float = 0.2, ent_coef: float = 0.001,
-        vf_coef: float = 0.5, max_grad_norm: float = 0.5, n_envs: int = 1, estimate_propensity: bool = False,
+        learning_rate: float = 1e-3, n_steps: int = 2, batch_size: int = 64, n_epochs: int = 5,
+        gamma: float = 0.95, gae_lambda: float = 0.95, clip_range: float = 0.5, ent_coef: float = 0.001,
+        vf_coef: float = 0.5, max_grad_norm: float = 0.5, n_envs: int = 64, estimate_propensity: bool = False,
         n_propensity_samples: int = 64, num_threads: int | None = 1, seed: int = 0, dim: int | None = None,
         n_extra: int | None = None, n_candidates: int | None = None, slate_size: int | None = None,
     ) -> None:
@@ -632,11 +643,11 @@ class PPORanker(RankingPolicy):
         state starts fresh). The reward curve is appended to :attr:`curve`.
 
         Args:
-            env: a :class:`~envs.core.Simulator` (``n_envs`` ``ReRankEnv`` copies are made), a ``ReRankEnv``
+            env: a :class:`~envs.core.Simulator` (``n_envs`` sessions stepped as one batch), a ``ReRankEnv``
                 (possibly wrapped; used alone), or a callable returning one (``n_envs`` copies). The env must
                 use ``action_type="scores"`` and ``ranking_mode="topk"`` (the policy samples the ranking itself).
             total_timesteps: env steps (pages) to train for, >= 1.
-            seed: seeds PPO and the env resets (env i gets ``seed + i``); None uses the ranker's ``seed``.
+            seed: seeds PPO and the env resets (the batch, or env i of a factory, gets ``seed + i``); None: ``seed``.
             tensorboard_log: folder for TensorBoard logs (run name ``ppo``), or None.
             callback: extra SB3 callbacks.
             progress_bar: show SB3's progress bar.
@@ -650,31 +661,34 @@ class PPORanker(RankingPolicy):
         from stable_baselines3 import PPO
         from stable_baselines3.common.callbacks import CallbackList
         from stable_baselines3.common.env_util import make_vec_env
-        from stable_baselines3.common.vec_env import DummyVecEnv
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 
-        from envs.rerank import ReRankEnv
+        from envs.rerank import ReRankVectorEnv
+        from envs.sb3 import SB3BatchedEnv
 
         total_timesteps = check_int(total_timesteps, "total_timesteps", min_value=1)
         seed = self.seed if seed is None else check_int(seed, "seed", min_value=0)
+        vec_env: VecEnv
         if isinstance(env, Simulator):
-            sim = env
-            vec_env = make_vec_env(lambda: ReRankEnv(sim), n_envs=self.n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+            # n_envs sessions in one array step of the batched env (not n_envs Python env copies)
+            vec_env = VecMonitor(SB3BatchedEnv(ReRankVectorEnv(self.n_envs, simulator=env)))
+            vec_env.seed(seed)
+            base_sim = env
         elif isinstance(env, gym.Env):
             one = env
             vec_env = make_vec_env(lambda: one, n_envs=1, seed=seed, vec_env_cls=DummyVecEnv)
+            base_sim = self._rerank_env(vec_env).sim
         elif callable(env):
             vec_env = make_vec_env(env, n_envs=self.n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+            base_sim = self._rerank_env(vec_env).sim
         else:
             raise ConfigError(f"`env` must be a Simulator, a ReRankEnv or a callable making one, got {type(env)}")
-        base = vec_env.envs[0].unwrapped  # type: ignore[attr-defined]
-        if not isinstance(base, ReRankEnv):
-            raise ConfigError(f"PPORanker learns on ReRankEnv, got {type(base).__name__}")
-        cfg = base.sim.config
+        cfg = base_sim.config
         if cfg.action_type != "scores" or cfg.ranking_mode != "topk":
             raise ConfigError("PPORanker samples rankings itself: the env needs action_type='scores' and "
                               f"ranking_mode='topk', got action_type={cfg.action_type!r}, "
                               f"ranking_mode={cfg.ranking_mode!r}")
-        self._set_shapes(base.sim.space.dim, len(EXTRA_FEATURES), cfg.n_candidates, cfg.slate_size)
+        self._set_shapes(base_sim.space.dim, len(EXTRA_FEATURES), cfg.n_candidates, cfg.slate_size)
         self.n_candidates, self.slate_size = cfg.n_candidates, cfg.slate_size
         trained = self.policy
         with torch_threads(self.num_threads):
@@ -700,6 +714,16 @@ class PPORanker(RankingPolicy):
             np.concatenate([self.curve.reward_per_page, np.asarray(curve.values, np.float64)]))
         self.num_timesteps += int(model.num_timesteps)
         return self
+
+    @staticmethod
+    def _rerank_env(vec_env: Any) -> Any:
+        """The ``ReRankEnv`` under the first env of a ``DummyVecEnv`` (ConfigError if it is something else)."""
+        from envs.rerank import ReRankEnv
+
+        base = vec_env.envs[0].unwrapped
+        if not isinstance(base, ReRankEnv):
+            raise ConfigError(f"PPORanker learns on ReRankEnv, got {type(base).__name__}")
+        return base
 
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict[str, Any]:
