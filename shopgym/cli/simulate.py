@@ -29,6 +29,11 @@ def register(commands: Any) -> None:
     fid.add_argument("--encoder", default="minilm", choices=("minilm", "hashing"), help="text encoder")
     fid.add_argument("--sessions", type=int, default=3000, help="simulated sessions per policy (synthetic world)")
     fid.add_argument("--seed", type=int, default=0, help="world and simulation seed")
+    fid.add_argument("--users", type=int, default=None,
+                     help="synthetic world: number of shoppers (default 5,000; fewer users with the same "
+                     "--slots means more logged history per shopper)")
+    fid.add_argument("--slots", type=int, default=None,
+                     help="synthetic world: logged slots to generate (default 200,000)")
     fid.set_defaults(handler=_fidelity)
 
 
@@ -41,7 +46,8 @@ def _fidelity(args: argparse.Namespace) -> int:
     from shopgym.data import LoggedData
 
     if args.data is None:
-        setup = setup_world(WorldConfig(seed=args.seed), encoder=args.encoder, test_fraction=args.test_fraction,
+        sizes = {k: v for k, v in (("n_users", args.users), ("n_slots", args.slots)) if v is not None}
+        setup = setup_world(WorldConfig(seed=args.seed, **sizes), encoder=args.encoder, test_fraction=args.test_fraction,
                             cache_dir=default_cache_dir(), progress=True)
         logs, train, test, space = setup.logs, setup.train, setup.test, setup.space
     else:
