@@ -3,52 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 
 from agents.base import Feedback, PolicyInputError, Ranking, RankingContext
+from shopgym.checks import check_choice as check_choice
+from shopgym.checks import check_float as check_float
+from shopgym.checks import check_int as check_int
 from shopgym.errors import ConfigError, ShopgymError
 
 
 class NotFittedError(ShopgymError, RuntimeError):
     """A policy that learns from logs was asked to score before :meth:`fit` was called."""
-
-
-def check_int(value: Any, name: str, *, min_value: int | None = None) -> int:
-    """Return ``value`` as an int, or raise ConfigError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ConfigError(f"`{name}` must be an int, got {type(value).__name__} ({value!r})")
-    if min_value is not None and value < min_value:
-        raise ConfigError(f"`{name}` must be >= {min_value}, got {value}")
-    return int(value)
-
-
-def check_float(
-    value: Any, name: str, *, min_value: float | None = None, max_value: float | None = None,
-    min_inclusive: bool = True,
-) -> float:
-    """Return ``value`` as a finite float in the given range, or raise ConfigError naming ``name``.
-
-    YAML writes ``1`` as an int, so ints are accepted; bools are not.
-    """
-    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(float(value)):
-        raise ConfigError(f"`{name}` must be a finite number, got {type(value).__name__} ({value!r})")
-    x = float(value)
-    if min_value is not None and (x < min_value or (not min_inclusive and x == min_value)):
-        bound = ">=" if min_inclusive else ">"
-        raise ConfigError(f"`{name}` must be {bound} {min_value}, got {x}")
-    if max_value is not None and x > max_value:
-        raise ConfigError(f"`{name}` must be <= {max_value}, got {x}")
-    return x
-
-
-def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, or raise ConfigError naming ``name``."""
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"`{name}` must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 def check_bool(value: Any, name: str) -> bool:

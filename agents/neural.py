@@ -27,8 +27,7 @@ Note:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,21 +38,8 @@ from agents._checks import check_bool, check_choice, check_float, check_int, che
 from agents.base import Ranking, RankingContext, deterministic_topk
 from agents.linear import LinearBandit
 from agents.ridge import ItemBias
+from shopgym.checks import torch_threads
 from shopgym.errors import ConfigError
-
-
-@contextmanager
-def torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (None leaves it alone)."""
-    if num_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class NeuralLinearRanker(LinearBandit):

@@ -50,8 +50,7 @@ Note:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
@@ -71,24 +70,13 @@ from torch import nn
 from agents._checks import check_bool, check_choice, check_float, check_int, check_k
 from agents.base import Feedback, PolicyInputError, Ranking, RankingContext, RankingPolicy
 from envs.core import EXTRA_FEATURES, Simulator, plackett_luce_log_prob
+from shopgym.checks import torch_threads
 from shopgym.errors import ConfigError
 
 #: activations by config name
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-@contextmanager
-def torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run the block with ``num_threads`` torch threads (restored afterwards); None leaves torch's setting."""
-    if num_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------------- observation layout
@@ -160,8 +148,9 @@ class CandidateEncoder(BaseFeaturesExtractor):
     Each candidate i gets :math:`h_i = \mathrm{MLP}([u, q, s, v_i, x_i, u \odot v_i, q \odot v_i, c_i, \hat c_i])`
     with the same weights for every i, where :math:`c_i = (u^\top v_i, q^\top v_i)` and :math:`\hat c_i` is
     :math:`c_i` standardised over the request's candidates (mean 0, unit spread: the logits only matter
-    relative to each other, and the raw cosines of one request differ by a few hundredths). The first layer is split into a context part (computed
-    once per request) and a candidate part (identical to one linear layer on the concatenation).
+    relative to each other, and the raw cosines of one request differ by a few hundredths). The first layer
+    is split into a context part (computed once per request) and a candidate part (identical to one linear
+    layer on the concatenation).
     As a SB3 features extractor it returns the (B, N * H) flattened embeddings; :meth:`encode` keeps the
     (B, N, H) shape and accepts any N.
 

@@ -3,45 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
 from encoders.errors import EncoderInputError
-from shopgym.errors import ConfigError
+from shopgym.checks import check_choice, check_float, check_int
 
-
-def check_int(value: Any, name: str, *, min_value: int | None = None) -> int:
-    """Return ``value`` as an int, or raise ConfigError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ConfigError(f"`{name}` must be an int, got {type(value).__name__} ({value!r})")
-    if min_value is not None and value < min_value:
-        raise ConfigError(f"`{name}` must be >= {min_value}, got {value}")
-    return int(value)
-
-
-def check_float(
-    value: Any, name: str, *, min_value: float | None = None, max_value: float | None = None,
-    min_inclusive: bool = True,
-) -> float:
-    """Return ``value`` as a finite float in the given range, or raise ConfigError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(float(value)):
-        raise ConfigError(f"`{name}` must be a finite number, got {type(value).__name__} ({value!r})")
-    x = float(value)
-    if min_value is not None and (x < min_value or (not min_inclusive and x == min_value)):
-        bound = ">=" if min_inclusive else ">"
-        raise ConfigError(f"`{name}` must be {bound} {min_value}, got {x}")
-    if max_value is not None and x > max_value:
-        raise ConfigError(f"`{name}` must be <= {max_value}, got {x}")
-    return x
-
-
-def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, or raise ConfigError naming ``name``."""
-    if value not in choices:
-        raise ConfigError(f"`{name}` must be one of {list(choices)}, got {value!r}")
-    return str(value)
+__all__ = ["check_choice", "check_float", "check_int", "check_texts"]
 
 
 def check_texts(texts: Any, name: str = "texts") -> list[str]:

@@ -40,7 +40,8 @@ def _base() -> pd.DataFrame:
 ITEMS = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "text": ["red shoe", "blue hat", "", "scarf"]})
 
 
-@settings(max_examples=int(os.environ.get("SHOPGYM_FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("SHOPGYM_FUZZ_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(
     edits=st.lists(st.tuples(st.integers(0, 7), st.sampled_from(COLUMNS), JUNK), min_size=1, max_size=4),
     dropped=st.lists(st.sampled_from(COLUMNS), max_size=2),

@@ -47,8 +47,8 @@ def _fidelity(args: argparse.Namespace) -> int:
 
     if args.data is None:
         sizes = {k: v for k, v in (("n_users", args.users), ("n_slots", args.slots)) if v is not None}
-        setup = setup_world(WorldConfig(seed=args.seed, **sizes), encoder=args.encoder, test_fraction=args.test_fraction,
-                            cache_dir=default_cache_dir(), progress=True)
+        setup = setup_world(WorldConfig(seed=args.seed, **sizes), encoder=args.encoder,
+                            test_fraction=args.test_fraction, cache_dir=default_cache_dir(), progress=True)
         logs, train, test, space = setup.logs, setup.train, setup.test, setup.space
     else:
         if args.source_format == "obd":
