@@ -64,3 +64,18 @@ def test_compare_rejects_unknown_agent(tmp_path) -> None:
     cfg = _compose(["experiment=quick", "only=[nope]", "progress=false"])
     with pytest.raises(ConfigError, match="nope"):
         compare(cfg, tmp_path)
+
+
+def test_blas_threads_limits_the_pools_and_rejects_bad_values():
+    from threadpoolctl import threadpool_info
+
+    from shopgym.compare import blas_threads
+    from shopgym.errors import ConfigError
+
+    with blas_threads(1):
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
+    with blas_threads(None):
+        pass
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="blas_threads"):
+            blas_threads(bad)
