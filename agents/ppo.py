@@ -515,7 +515,7 @@ class PPORanker(RankingPolicy):
 
     def __init__(
         self, hidden: Sequence[int] = (64,), critic_hidden: Sequence[int] = (64,), activation: str = "relu",
-        learning_rate: float = 1e-3, n_steps: int = 2, batch_size: int = 64, n_epochs: int = 5,
+        learning_rate: float = 1e-3, n_steps: int = 2, batch_size: int = 64, n_epochs: int = 3,
         gamma: float = 0.95, gae_lambda: float = 0.95, clip_range: float = 0.5, ent_coef: float = 0.001,
         vf_coef: float = 0.5, max_grad_norm: float = 0.5, n_envs: int = 64, estimate_propensity: bool = False,
         n_propensity_samples: int = 64, num_threads: int | None = 1, seed: int = 0, dim: int | None = None,

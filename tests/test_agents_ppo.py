@@ -323,7 +323,8 @@ def _from_slots(slots: np.ndarray) -> np.ndarray:
 def _check_learns_known_optimum(sim: Simulator, timesteps: int, greedy_share: float, sampled_gain: float) -> None:
     # The page does not change the future here (a contextual bandit in disguise): a short horizon, gamma = 0.5,
     # keeps the next pages' click noise out of the advantages while still bootstrapping from the critic.
-    ranker = PPORanker(seed=0, n_envs=4, n_steps=64, gamma=0.5).learn(sim, timesteps)
+    # 8 rollouts of 256 pages: 5 epochs per rollout (the compare job's 3 suit its 125 rollouts of 128 pages)
+    ranker = PPORanker(seed=0, n_envs=4, n_steps=64, gamma=0.5, n_epochs=5).learn(sim, timesteps)
     random_value, oracle = _page_values(sim, lambda env, rng: rng.uniform(-1, 1, N).astype(np.float32))
     greedy, _ = _page_values(sim, lambda env, rng: ranker.score(env.ranking_context())[0])
     sampled, _ = _page_values(sim, lambda env, rng: _from_slots(ranker.rank(env.ranking_context(), K, rng).slots[0]))
