@@ -321,7 +321,10 @@ def plot_curves(traces: list[RunTrace], path: Path, window: int = 10) -> None:
     has_regret = any(np.isfinite(t.steps["regret"]).all() for t in traces)
     fig, axes = plt.subplots(1, 2 if has_regret else 1, figsize=(13 if has_regret else 7, 4.5), squeeze=False)
     kernel = np.ones(window) / window
-    for agent in dict.fromkeys(t.agent for t in traces):
+    palette = plt.get_cmap("tab20").colors  # 10 hue pairs: dark shades first, then light ones
+    colours = list(palette[0::2]) + list(palette[1::2])
+    for n, agent in enumerate(dict.fromkeys(t.agent for t in traces)):
+        colour, style = colours[n % len(colours)], ("-", "--", ":")[(n // len(colours)) % 3]
         runs = [t for t in traces if t.agent == agent]
         panels = [("reward", True)] + ([("regret", False)] if has_regret else [])
         for ax, (metric, smooth) in zip(axes[0], panels, strict=True):
@@ -330,10 +333,10 @@ def plot_curves(traces: list[RunTrace], path: Path, window: int = 10) -> None:
                 curves = np.stack([np.convolve(c, kernel, mode="valid") for c in curves])
             x = np.arange(curves.shape[1]) + (window - 1 if smooth and len(runs[0].steps[metric]) >= window else 0)
             mean = curves.mean(axis=0)
-            ax.plot(x, mean, label=agent)
+            ax.plot(x, mean, label=agent, color=colour, linestyle=style)
             if len(runs) > 1:
                 half = stats.t.ppf(0.975, len(runs) - 1) * curves.std(axis=0, ddof=1) / np.sqrt(len(runs))
-                ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+                ax.fill_between(x, mean - half, mean + half, alpha=0.12, color=colour)
     axes[0][0].set(title=f"page reward ({window}-step moving average)", xlabel="online step", ylabel="reward / page")
     if has_regret:
         axes[0][1].set(title="cumulative regret vs the true oracle", xlabel="online step", ylabel="regret")
