@@ -49,6 +49,7 @@ class FidelityReport:
     kendall_tau: float | None = None
     mean_abs_relative_error: float | None = None
     examination: list[float] = field(default_factory=list)
+    refits: list[dict[str, float]] = field(default_factory=list)
 
     def to_markdown(self) -> str:
         """The report as markdown."""
@@ -77,6 +78,16 @@ class FidelityReport:
                              f"{p['fitted']:.3f} ± {p['fitted_se']:.3f} | {p['relative_error']:+.1%} |")
             lines += ["", f"Kendall tau {self.kendall_tau:.2f}; mean absolute relative error "
                       f"{self.mean_abs_relative_error:.1%}.", ""]
+        if len(self.refits) > 1:
+            lines += [f"The fitted column is the mean over {len(self.refits)} refits (torch seeds); each refit alone:",
+                      "", "| seed | Kendall tau | mean absolute relative error | " +
+                      " | ".join(p["policy"] for p in self.policies) + " |",
+                      "|---|---|---|" + "---|" * len(self.policies)]
+            for r in self.refits:
+                values = " | ".join(f"{r[p['policy']]:.3f}" for p in self.policies)
+                lines.append(f"| {int(r['seed'])} | {r['kendall_tau']:.2f} | {r['mean_abs_relative_error']:.1%} | "
+                             f"{values} |")
+            lines.append("")
         return "\n".join(lines)
 
 
@@ -124,10 +135,23 @@ def replay_predictions(logs: LoggedData, test_mask: np.ndarray, space: ItemSpace
     return click, click * probs[:, 1] * probs[:, 2]
 
 
+def policy_agreement(true: np.ndarray, fitted: np.ndarray) -> tuple[float, float]:
+    r"""Kendall tau and mean absolute relative error between true and fitted policy values.
+
+    MARE is :math:`\frac1P\sum_p |\hat v_p - v_p| / v_p`; ``true`` and ``fitted`` are (P,), true values > 0.
+    """
+    return float(stats.kendalltau(true, fitted).statistic), float(np.mean(np.abs(fitted - true) / true))
+
+
 def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space: ItemSpace, model: ResponseModel,
-                    *, simulated_lengths: np.ndarray | None = None,
-                    policies: list[dict[str, Any]] | None = None) -> FidelityReport:
-    """Compute the report (see the module docstring). ``logs`` is train + test in time order."""
+                    *, simulated_lengths: np.ndarray | None = None, policies: list[dict[str, Any]] | None = None,
+                    refits: list[dict[str, float]] | None = None) -> FidelityReport:
+    """Compute the report (see the module docstring). ``logs`` is train + test in time order.
+
+    ``policies`` rows hold ``policy``, ``true``, ``true_se``, ``fitted`` and ``fitted_se``; ``refits`` (optional)
+    one row per refit with its ``seed``, its fitted value per policy name and its ``kendall_tau`` and
+    ``mean_abs_relative_error`` (the ``fitted`` column is then their mean).
+    """
     inter = logs.interactions
     test_ids = pd.Index(test.interactions[S.REQUEST_ID].unique())
     test_mask = inter[S.REQUEST_ID].isin(test_ids).to_numpy()
@@ -168,8 +192,7 @@ def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space
         fitted = np.array([p["fitted"] for p in policies])
         for p in policies:
             p["relative_error"] = (p["fitted"] - p["true"]) / p["true"]
-        tau = float(stats.kendalltau(truth, fitted).statistic)
-        mare = float(np.mean(np.abs(fitted - truth) / truth))
+        tau, mare = policy_agreement(truth, fitted)
     return FidelityReport(
         dataset=logs.name, train_rows=len(train.interactions), test_rows=int(test_mask.sum()), ctr_by_position=rows,
         positions_inside_ci=int(inside), click_logloss=_logloss(click_sim, y), click_auc=_auc(click_sim, y),
@@ -177,7 +200,7 @@ def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space
         purchase_rate_heldout=purchase_heldout,
         purchase_rate_simulated=float(buy_sim.mean()) if purchase_heldout is not None else None,
         session_length_tv=tv, policies=policies or [], kendall_tau=tau, mean_abs_relative_error=mare,
-        examination=model.examination_logged.tolist(),
+        examination=model.examination_logged.tolist(), refits=refits or [],
     )
 
 

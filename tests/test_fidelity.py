@@ -39,7 +39,7 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     monkeypatch.setenv("SHOPGYM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "fid"
     status = main(["simulate", "fidelity", "--encoder", "hashing", "--users", "300", "--slots", "30000",
-                   "--sessions", "300", "--out", str(out)])
+                   "--sessions", "300", "--refits", "2", "--out", str(out)])
     assert status == 0
     assert {p.name for p in out.iterdir()} >= {"fidelity.md", "fidelity.json", "ctr_by_position.png",
                                                "response_model"}
@@ -56,8 +56,22 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     for p in policies.values():
         assert p["fitted"] > 0 and p["relative_error"] == pytest.approx(p["fitted"] / p["true"] - 1)
     assert -1.0 <= report["kendall_tau"] <= 1.0
+    # two refits (torch seeds 0 and 1): the fitted column is their mean, each has its own agreement
+    refits = report["refits"]
+    assert [r["seed"] for r in refits] == [0, 1]
+    for name, p in policies.items():
+        assert p["fitted"] == pytest.approx(np.mean([r[name] for r in refits]))
+    assert refits[0]["random"] != refits[1]["random"]
+    for r in refits:
+        assert -1.0 <= r["kendall_tau"] <= 1.0 and r["mean_abs_relative_error"] >= 0.0
+    assert "each refit alone" in (out / "fidelity.md").read_text()
     assert 0.0 <= report["session_length_tv"] <= 1.0
     assert "Kendall tau" in capsys.readouterr().out
+
+
+def test_simulate_fidelity_rejects_zero_refits(tmp_path: Path, capsys):
+    assert main(["simulate", "fidelity", "--refits", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--refits" in capsys.readouterr().err
 
 
 def test_simulate_fidelity_rejects_a_bad_world_size(tmp_path: Path, capsys):

@@ -29,6 +29,9 @@ def register(commands: Any) -> None:
     fid.add_argument("--encoder", default="minilm", choices=("minilm", "hashing"), help="text encoder")
     fid.add_argument("--sessions", type=int, default=3000, help="simulated sessions per policy (synthetic world)")
     fid.add_argument("--seed", type=int, default=0, help="world and simulation seed")
+    fid.add_argument("--refits", type=int, default=1,
+                     help="synthetic world: fit the simulator this many times (torch seeds 0..R-1) and report the "
+                     "policy values' mean and each refit's agreement (single fits vary by several points)")
     fid.add_argument("--users", type=int, default=None,
                      help="synthetic world: number of shoppers (default 5,000; fewer users with the same "
                      "--slots means more logged history per shopper)")
@@ -38,13 +41,18 @@ def register(commands: Any) -> None:
 
 
 def _fidelity(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from envs.build import make_encoder, setup_world, world_simulator
     from envs.fidelity import fidelity_report, write_report
     from envs.fitted import fit_response_model
     from envs.space import ItemSpace
     from envs.synthetic import WorldConfig
     from shopgym.data import LoggedData
+    from shopgym.errors import ConfigError
 
+    if args.refits < 1:
+        raise ConfigError(f"--refits must be >= 1, got {args.refits}")
     if args.data is None:
         sizes = {k: v for k, v in (("n_users", args.users), ("n_slots", args.slots)) if v is not None}
         setup = setup_world(WorldConfig(seed=args.seed, **sizes), encoder=args.encoder,
@@ -72,23 +80,41 @@ def _fidelity(args: argparse.Namespace) -> int:
     model.save(args.out / "response_model")
     policies = None
     lengths = None
+    refits: list[dict[str, float]] = []
     if setup is not None:
         from envs import evaluation as E
+        from envs.fidelity import policy_agreement
+        from envs.fitted import FitConfig
 
         true_sim = world_simulator(setup, backend="true")
-        fitted_sim = world_simulator(setup, backend="fitted", model=model)
         scorers = {"random": (E.random_scorer, False), "popularity": (E.popularity_scorer, False),
                    "cosine": (E.cosine_scorer, False), "logging": (E.logging_scorer(setup.world), True),
                    "oracle-greedy": (E.oracle_scorer(setup.world), False)}
+        truth = {name: E.run_sessions(true_sim, scorer, args.sessions, seed=args.seed, name=name, slots_scorer=slots)
+                 for name, (scorer, slots) in scorers.items()}
+        runs = []
+        for refit in range(args.refits):
+            fitted_model = model if refit == 0 else fit_response_model(train, space, FitConfig(seed=refit))
+            fitted_sim = world_simulator(setup, backend="fitted", model=fitted_model)
+            runs.append({name: E.run_sessions(fitted_sim, scorer, args.sessions, seed=args.seed, name=name,
+                                              slots_scorer=slots) for name, (scorer, slots) in scorers.items()})
+            if refit == 0:
+                lengths = E.session_lengths(fitted_sim, E.logging_scorer(setup.world), args.sessions,
+                                            seed=args.seed, slots_scorer=True)
+        true_values = np.array([truth[name].reward_per_session for name in scorers])
+        for refit, run in enumerate(runs):
+            values = np.array([run[name].reward_per_session for name in scorers])
+            tau, mare = policy_agreement(true_values, values)
+            refits.append({"seed": float(refit), "kendall_tau": tau, "mean_abs_relative_error": mare,
+                           **{name: float(v) for name, v in zip(scorers, values, strict=True)}})
         policies = []
-        for name, (scorer, slots) in scorers.items():
-            a = E.run_sessions(true_sim, scorer, args.sessions, seed=args.seed, name=name, slots_scorer=slots)
-            b = E.run_sessions(fitted_sim, scorer, args.sessions, seed=args.seed, name=name, slots_scorer=slots)
-            policies.append({"policy": name, "true": a.reward_per_session, "true_se": a.reward_se,
-                             "fitted": b.reward_per_session, "fitted_se": b.reward_se})
-        lengths = E.session_lengths(fitted_sim, E.logging_scorer(setup.world), args.sessions, seed=args.seed,
-                                    slots_scorer=True)
-    report = fidelity_report(logs, train, test, space, model, simulated_lengths=lengths, policies=policies)
+        for name in scorers:
+            fitted = np.array([run[name].reward_per_session for run in runs])
+            se = np.array([run[name].reward_se for run in runs])
+            policies.append({"policy": name, "true": truth[name].reward_per_session, "true_se": truth[name].reward_se,
+                             "fitted": float(fitted.mean()), "fitted_se": float(np.sqrt((se**2).sum()) / len(runs))})
+    report = fidelity_report(logs, train, test, space, model, simulated_lengths=lengths, policies=policies,
+                             refits=refits if args.refits > 1 else None)
     write_report(report, args.out)
     print(report.to_markdown())
     print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, ctr_by_position.png")
