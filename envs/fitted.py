@@ -25,7 +25,9 @@ over-predicts clicks on items the logging policy shows to the right users, about
 world).
 
 Cart given click and purchase given cart are logistic heads on the same trunk, trained on clicked
-(resp. carted) rows. Session continuation is a logistic regression on page-level features (any click,
+(resp. carted) rows. Logs without cart or purchase columns (e.g. OBD: clicks only) leave those heads
+untrained and the model predicts 0 for them (``has_cart`` / ``has_purchase``), so a simulator fitted on
+click-only logs never invents purchases; logs with purchases but no carts treat a purchase as its own cart. Session continuation is a logistic regression on page-level features (any click,
 number of clicks, any purchase, repetition share, mean predicted attractiveness of the top 3 slots,
 search flag), fitted on request sequences within sessions (``session_id``, else the same user with
 gaps under 30 minutes). Logs without users or sessions get the documented default: a constant
@@ -163,6 +165,8 @@ class ResponseModel:
         continuation_coef: (8,) logistic coefficients, or None (then ``default_continuation``).
         default_profile: (d,) cold-start profile (population mean of warm profiles).
         report: fitting diagnostics (losses, rows, sessions).
+        has_cart: whether the logs had add-to-cart (or purchase) outcomes; without them P(cart | click) is 0.
+        has_purchase: whether the logs had purchases; without them P(purchase | cart) is 0.
     """
 
     net: _Net
@@ -176,6 +180,8 @@ class ResponseModel:
     default_profile: np.ndarray
     hidden: int
     report: dict[str, Any] = field(default_factory=dict)
+    has_cart: bool = True
+    has_purchase: bool = True
 
     # ------------------------------------------------------------------ prediction
     def examination(self, n_positions: int) -> np.ndarray:
@@ -212,7 +218,12 @@ class ResponseModel:
         rows = np.where((rows >= 0) & (rows < n_users), rows, n_users).astype(np.int64)
         user_t = torch.from_numpy(rows).unsqueeze(1).expand(b, k)
         logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), user_t)
-        return torch.sigmoid(logits).double().numpy()
+        probs = torch.sigmoid(logits).double().numpy()
+        if not self.has_cart:  # the logs never showed a cart or a purchase: the heads were not trained
+            probs[..., 1] = 0.0
+        if not self.has_purchase:
+            probs[..., 2] = 0.0
+        return probs
 
     def continuation(self, features: np.ndarray) -> np.ndarray:
         """(B,) P(another page | page features (B, 7)); see :func:`page_features`."""
@@ -237,6 +248,7 @@ class ResponseModel:
             "examination_logged": self.examination_logged.tolist(), "eta": self.eta,
             "continuation_coef": None if self.continuation_coef is None else self.continuation_coef.tolist(),
             "default_continuation": self.default_continuation, "report": self.report,
+            "has_cart": self.has_cart, "has_purchase": self.has_purchase,
         }
         text = json.dumps(config, indent=2, default=float)
         atomic_write(out / "model.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -264,7 +276,8 @@ class ResponseModel:
         return cls(net, config["dim"], config["n_items"], config["items_digest"],
                    np.asarray(config["examination_logged"]), float(config["eta"]),
                    None if coef is None else np.asarray(coef), float(config["default_continuation"]), default,
-                   int(config["hidden"]), dict(config.get("report", {})))
+                   int(config["hidden"]), dict(config.get("report", {})), bool(config.get("has_cart", True)),
+                   bool(config.get("has_purchase", True)))
 
     def check_space(self, space: ItemSpace) -> None:
         """Raise if ``space`` is not the catalog/embedding the model was fitted on."""
@@ -390,6 +403,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     n_positions = int(position.max())
     carted = inter[S.CARTED].to_numpy(dtype=np.float32) if S.CARTED in inter else None
     purchased = inter[S.PURCHASED].to_numpy(dtype=np.float32) if S.PURCHASED in inter else None
+    if carted is None and purchased is not None:
+        carted = purchased.copy()  # no cart events logged: a purchase is its own cart (P(buy | cart) -> 1)
 
     threads = torch.get_num_threads()
     if cfg.threads:
@@ -499,7 +514,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     theta_source = "propensity-weighted ratio" if theta_ips is not None else "joint maximum likelihood"
     eta = _power_law(theta)
     model = ResponseModel(net, space.dim, space.n_items, items_digest(space.item_ids), theta, eta, None,
-                          cfg.default_continuation, default_profile, cfg.hidden)
+                          cfg.default_continuation, default_profile, cfg.hidden,
+                          has_cart=carted is not None, has_purchase=purchased is not None)
     coef, n_sessions = _fit_continuation(train, model, req, profile, item, space)
     model.continuation_coef = coef
     model.report = {"rows": int(len(inter)), "requests": int(n_req), "valid_click_nll": history,
@@ -517,10 +533,10 @@ def examination_from_propensities(logs: LoggedData) -> np.ndarray | None:
         :math:`i` at slot :math:`k` from the request's candidate set :math:`C`,
 
         .. math::
-            E\Big[\sum_{	ext{rows at } k} rac{c}{p}\Big] = 	heta_k \sum_{x} \sum_{i \in C_x} lpha(x, i),
-            \qquad \hat	heta_k = rac{\sum_{	ext{rows at } k} c / p}{\sum_{	ext{rows at } 1} c / p},
+            E\Big[\sum_{\text{rows at } k} \frac{c}{p}\Big] = \theta_k \sum_{x} \sum_{i \in C_x} \alpha(x, i),
+            \qquad \hat\theta_k = \frac{\sum_{\text{rows at } k} c / p}{\sum_{\text{rows at } 1} c / p},
 
-        so the ratio is unbiased for :math:`	heta_k / 	heta_1` whenever every candidate has positive
+        so the ratio is unbiased for :math:`\theta_k / \theta_1` whenever every candidate has positive
         probability at every slot (e.g. uniformly randomised or epsilon-mixed logging policies).
 
     Returns:

@@ -169,6 +169,8 @@ class UserTable:
     def profiles(self, rows: np.ndarray, item_vecs: np.ndarray) -> ProfileState:
         """Initial profile state of users ``rows`` (-1 = unknown user: cold)."""
         rows = np.asarray(rows, dtype=np.int64)
+        if len(self.user_ids) == 0:  # logs without user ids: everyone is cold
+            return ProfileState(np.zeros((len(rows), item_vecs.shape[1])), np.zeros(len(rows)))
         known = rows >= 0
         hist = np.where(known[:, None], self.history[np.maximum(rows, 0)], -1)
         weight = np.where(hist >= 0, self.history_weight[np.maximum(rows, 0)], 0.0)

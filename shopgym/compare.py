@@ -35,7 +35,7 @@ from envs.core import EnvConfig, Simulator
 from envs.synthetic import RewardWeights, SyntheticWorld
 from shopgym.data import LoggedData
 from shopgym.data.io import atomic_write, write_json
-from shopgym.errors import ConfigError
+from shopgym.errors import ConfigError, DataFormatError
 
 METRICS = ("reward", "ctr", "purchase_rate", "regret", "ndcg", "coverage", "diversity")
 
@@ -361,10 +361,18 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
     from torch.utils.tensorboard import SummaryWriter
 
     traces: list[RunTrace] = []
+    skipped: dict[str, str] = {}
     jobs = [(seed, name) for seed in cfg.seeds for name in names]
     with blas_threads(cfg.get("blas_threads", 1)):
         for seed, name in tqdm(jobs, desc="compare", disable=not cfg.progress):
-            agent = make_agent(name, cfg.agents[name], prep, int(seed))
+            if name in skipped:
+                continue
+            try:
+                agent = make_agent(name, cfg.agents[name], prep, int(seed))
+            except DataFormatError as exc:  # the logs cannot support this agent (e.g. ALS without user ids)
+                skipped[name] = str(exc)
+                tqdm.write(f"skipping agent {name!r}: {exc}")
+                continue
             writer = SummaryWriter(str(out / "tensorboard" / name / f"seed{seed}"))
             try:
                 trace = run_agent(agent, prep, steps=int(cfg.steps), batch_size=int(cfg.batch_size),
@@ -374,9 +382,14 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
                 writer.close()
             trace.agent = name
             traces.append(trace)
+    if not traces:
+        raise ConfigError("no agent could run on these logs: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     table = summarise(traces)
     atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
     markdown = to_markdown(table)
+    if skipped:
+        markdown += "\nSkipped (the logs cannot support them):\n\n" + "".join(
+            f"* {name}: {reason}\n" for name, reason in skipped.items())
     atomic_write(out / "results.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
     curves = {f"{t.agent}/seed{t.seed}": {m: v.tolist() for m, v in t.steps.items()} for t in traces}
     write_json(curves, out / "curves.json")

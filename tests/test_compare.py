@@ -79,3 +79,31 @@ def test_blas_threads_limits_the_pools_and_rejects_bad_values():
     for bad in (0, 1.5, True, "2"):
         with pytest.raises(ConfigError, match="blas_threads"):
             blas_threads(bad)
+
+
+def test_agents_the_logs_cannot_support_are_skipped_and_reported(tmp_path) -> None:
+    """Logs without user ids (like OBD): ALS cannot be fitted; the job runs the rest and says why."""
+    from envs.build import QuickWorld
+    from envs.synthetic import SyntheticWorld, generate_logs
+    from shopgym.compare import compare
+    from shopgym.data import LoggedData
+
+    logs = generate_logs(SyntheticWorld(QuickWorld().config))
+    anonymous = LoggedData(logs.items, logs.interactions.drop(columns=["user_id", "session_id"]), "anonymous")
+    anonymous.save(tmp_path / "logs")
+    cfg = _compose(["experiment=quick", "data=generic", f"data.path={tmp_path / 'logs'}", "steps=3",
+                    "only=[random,als]", "progress=false", f"cache_dir={tmp_path / 'cache'}"])
+    table = compare(cfg, tmp_path / "run")
+    assert list(table["agent"]) == ["random"]
+    report = (tmp_path / "run" / "results.md").read_text()
+    assert "Skipped" in report and "als" in report and "user_id" in report
+
+
+def test_cli_reports_bad_input_as_one_message(tmp_path, monkeypatch, capsys) -> None:
+    from shopgym.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    status = main(["compare", "experiment=quick", "only=[nope]", "progress=false", f"hydra.run.dir={tmp_path}/o"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "shopgym: error:" in err and "nope" in err and "Traceback" not in err

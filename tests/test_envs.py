@@ -194,3 +194,54 @@ def test_fitted_model_refuses_positives_only_logs(setup) -> None:
     positives = LoggedData(logs.items, inter, "positives")
     with pytest.raises(DataFormatError, match="clicked"):
         fit_response_model(positives, setup.space)
+
+
+def test_click_only_logs_never_simulate_carts_or_purchases(tmp_path, setup) -> None:
+    from envs.build import log_simulator
+    from envs.fitted import fit_response_model
+    from shopgym.data import LoggedData
+
+    logs = setup.train
+    inter = logs.interactions.drop(columns=["carted", "purchased", "revenue"], errors="ignore")
+    clicks_only = LoggedData(logs.items, inter, "clicks-only")
+    model = fit_response_model(clicks_only, setup.space, FitConfig(steps=50, batch_size=512))
+    assert not model.has_cart and not model.has_purchase
+    model.save(tmp_path / "m")
+    loaded = ResponseModel.load(tmp_path / "m")
+    assert not loaded.has_cart and not loaded.has_purchase
+    sim = log_simulator(clicks_only, setup.space, loaded, CONFIG)
+    env = ReRankVectorEnv(32, simulator=sim)
+    env.reset(seed=0)
+    clicks = 0.0
+    for _ in range(5):
+        *_, info = env.step(np.zeros((32, CONFIG.n_candidates), np.float32))
+        assert info["carted"].sum() == 0 and info["purchased"].sum() == 0
+        clicks += info["clicked"].sum()
+    assert clicks > 0
+    # with carts and purchases in the logs the heads are trained and used
+    assert model_has_heads(setup)
+
+
+def model_has_heads(setup) -> bool:
+    from envs.fitted import fit_response_model
+
+    model = fit_response_model(setup.train, setup.space, FitConfig(steps=20, batch_size=512))
+    return model.has_cart and model.has_purchase
+
+
+def test_logs_without_user_ids_give_a_working_simulator(setup) -> None:
+    """OBD-like logs (no user ids): every simulated shopper is cold, and nothing crashes."""
+    from envs.build import log_simulator
+    from envs.fitted import fit_response_model
+    from shopgym.data import LoggedData
+
+    logs = setup.train
+    inter = logs.interactions.drop(columns=["user_id", "session_id"], errors="ignore")
+    anonymous = LoggedData(logs.items, inter, "anonymous")
+    assert not anonymous.has_users
+    model = fit_response_model(anonymous, setup.space, FitConfig(steps=50, batch_size=512))
+    sim = log_simulator(anonymous, setup.space, model, CONFIG)
+    env = ReRankVectorEnv(16, simulator=sim)
+    obs, _ = env.reset(seed=0)
+    obs, reward, *_ = env.step(np.zeros((16, CONFIG.n_candidates), np.float32))
+    assert np.isfinite(obs).all() and np.isfinite(reward).all()

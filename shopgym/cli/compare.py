@@ -43,11 +43,18 @@ def _run(args: argparse.Namespace) -> int:
 
     from shopgym.compare import compare
 
+    from shopgym.errors import ShopgymError
+
+    failures: list[ShopgymError] = []
+
     @hydra.main(config_path=CONF_DIR, config_name="compare", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        compare(cfg, Path(HydraConfig.get().runtime.output_dir))
+        try:
+            compare(cfg, Path(HydraConfig.get().runtime.output_dir))
+        except ShopgymError as exc:  # bad input: the CLI prints one clear message (not Hydra's traceback)
+            failures.append(exc)
 
     saved = sys.argv
     sys.argv = ["shopgym-compare", *(["--multirun"] if args.multirun else []), *args.overrides]
@@ -55,4 +62,6 @@ def _run(args: argparse.Namespace) -> int:
         _main()
     finally:
         sys.argv = saved
+    if failures:
+        raise failures[0]
     return 0
