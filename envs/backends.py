@@ -116,3 +116,73 @@ class TrueWorldBackend:
         assert sessions.intent is not None
         return self.world.continuation(sessions.world_user, shown, repeat_share, np.asarray(purchased.any(axis=1)),
                                        sessions.intent)
+
+
+class SegmentReferenceBackend(TrueWorldBackend):
+    r"""The synthetic world's shoppers as seen by a model that knows each shopper's *segment* exactly, nothing more.
+
+    A reference for the fidelity report: how close to the truth could a simulator fitted from logs get if it
+    identified every shopper's taste segment perfectly, but knew nothing of their individual deviations from
+    it, nor of a browsing session's latent intent? Each shopper answers like the average of ``n_peers`` fixed
+    (seeded) random members of their segment:
+
+    .. math::
+        \bar\alpha(u, i) = \frac1M \sum_{m=1}^{M} \Big[\pi_{u_m}(c_i)\, \sigma(\ell_{u_m i} + \beta)
+        + (1 - \pi_{u_m}(c_i))\, \sigma(\ell_{u_m i})\Big]
+
+    when browsing, where :math:`\ell` is the true logit without the intent term, :math:`\pi_{u}(c)` the
+    probability that a browsing session of :math:`u` intends category :math:`c` (the softmax of
+    :math:`u`'s category tastes, as sessions are drawn) and :math:`\beta` the browse-intent bonus. For a
+    search the query is observable, so the peers answer with the true intent term. Cart and purchase are
+    the peers' mean conversion; session continuation is the real shopper's (patience is individual).
+    A model fitted from logs can beat this reference only by learning individual tastes from the logs.
+
+    Args:
+        world: the synthetic world.
+        n_peers: segment members averaged per shopper (M).
+        seed: seeds the choice of peers.
+    """
+
+    def __init__(self, world: SyntheticWorld, n_peers: int = 16, seed: int = 0) -> None:
+        super().__init__(world)
+        if int(n_peers) < 1:
+            from shopgym.errors import ConfigError
+
+            raise ConfigError(f"`n_peers` must be >= 1, got {n_peers}")
+        segment = world.population.segment
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+        order = np.argsort(segment, kind="stable")
+        counts = np.bincount(segment, minlength=int(segment.max()) + 1)
+        start = np.r_[0, np.cumsum(counts)[:-1]]
+        # peer m of user u: a uniformly random member of u's segment (possibly u itself)
+        draws = (rng.random((len(segment), int(n_peers))) * counts[segment][:, None]).astype(np.int64)
+        self.peers = order[start[segment][:, None] + draws]  # (n_users, M) user indices
+
+    def probabilities(self, sessions: Sessions, profile: np.ndarray, shown: np.ndarray) -> np.ndarray:
+        """Peers' mean attractiveness (browse intent marginalised) and conversion, (B, K, 3)."""
+        assert sessions.intent is not None
+        world = self.world
+        b, k = shown.shape
+        m = self.peers.shape[1]
+        peers = self.peers[sessions.world_user].reshape(-1)  # (B*M,)
+        items = np.repeat(shown, m, axis=0)  # (B*M, K)
+        intent = sessions.intent.take(np.repeat(np.arange(b), m))
+        logit = world.config.click_bias + world.taste_logit(peers, items)
+        search_attract = 1.0 / (1.0 + np.exp(-(logit + world.intent_logit(items, intent))))
+        category_taste = world.population.tastes[vocab_category_index()][peers]  # (B*M, n_categories)
+        pi = np.exp(category_taste - category_taste.max(axis=1, keepdims=True))
+        pi /= pi.sum(axis=1, keepdims=True)
+        p_cat = np.take_along_axis(pi, world.catalog.values[items, vocab_category_index()], axis=1)
+        bonus = world.params.browse_intent_bonus
+        browse_attract = p_cat / (1.0 + np.exp(-(logit + bonus))) + (1.0 - p_cat) / (1.0 + np.exp(-logit))
+        attract = np.where(intent.is_search[:, None], search_attract, browse_attract)
+        cart, buy = world.conversion(peers, items)
+        out = np.stack([attract, cart, buy], axis=2).reshape(b, m, k, 3)
+        return out.mean(axis=1)
+
+
+def vocab_category_index() -> int:
+    """Index of the category group in ``vocab.GROUPS``."""
+    from envs.synthetic import vocab
+
+    return vocab.GROUPS.index("category")

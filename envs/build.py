@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from encoders.base import ItemEncoder, TextEncoder
 from encoders.hashing import HashingEncoder
 from encoders.profiles import BehaviourWeights, vector
-from envs.backends import FittedBackend, TrueWorldBackend
+from envs.backends import FittedBackend, SegmentReferenceBackend, TrueWorldBackend
 from envs.candidates import CandidateGenerator
 from envs.core import EnvConfig, SessionSource, Simulator
 from envs.fitted import FitConfig, ResponseModel, fit_response_model, session_codes
@@ -127,8 +127,12 @@ def _common(train: LoggedData, space: ItemSpace, config: EnvConfig) -> tuple[Use
 
 
 def world_simulator(setup: WorldSetup, config: EnvConfig | None = None, *,
-                    backend: Literal["true", "fitted"] = "true", model: ResponseModel | None = None) -> Simulator:
+                    backend: Literal["true", "segment", "fitted"] = "true",
+                    model: ResponseModel | None = None) -> Simulator:
     """A simulator of the synthetic world's shoppers, answered by the true model or by a fitted one.
+
+    ``backend="segment"`` answers with :class:`~envs.backends.SegmentReferenceBackend` (the truth as known
+    to a model that identified every shopper's segment and nothing individual), a reference for fidelity.
 
     Sessions (users, intents, queries) come from the world in both cases, so the two backends are
     compared on the same shoppers and candidates.
@@ -138,13 +142,15 @@ def world_simulator(setup: WorldSetup, config: EnvConfig | None = None, *,
     source = SessionSource(setup.space, users, world=setup.world)
     if backend == "true":
         engine: TrueWorldBackend | FittedBackend = TrueWorldBackend(setup.world)
+    elif backend == "segment":
+        engine = SegmentReferenceBackend(setup.world)
     elif backend == "fitted":
         if model is None:
             raise ConfigError("backend='fitted' needs a fitted `model` (fit_response_model(setup.train, setup.space))")
         engine = FittedBackend(model, setup.space)
         default = model.default_profile
     else:
-        raise ConfigError(f"`backend` must be 'true' or 'fitted', got {backend!r}")
+        raise ConfigError(f"`backend` must be 'true', 'segment' or 'fitted', got {backend!r}")
     return Simulator(setup.space, users, generator, engine, source, config, _prices(setup.logs.items), default)
 
 

@@ -9,7 +9,11 @@ Checks (all on held-out requests, with the model fitted on the earlier ones):
 * purchase rate: held-out vs simulated;
 * session length: distribution of pages per session, held out vs simulated (total variation distance);
 * synthetic world only: true value of several policies vs their value in the fitted simulator (Kendall tau,
-  mean absolute relative error).
+  mean absolute relative error), next to their value under the *segment reference*
+  (:class:`~envs.backends.SegmentReferenceBackend`: the truth as known to a model that identified every
+  shopper's taste segment exactly and nothing individual). The reference splits the fitted simulator's
+  error into what the logs could not tell (individual tastes, latent intent: the reference's own error) and
+  what the model failed to learn (the rest).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class FidelityReport:
     mean_abs_relative_error: float | None = None
     examination: list[float] = field(default_factory=list)
     refits: list[dict[str, float]] = field(default_factory=list)
+    reference_kendall_tau: float | None = None
+    reference_mean_abs_relative_error: float | None = None
 
     def to_markdown(self) -> str:
         """The report as markdown."""
@@ -71,13 +77,23 @@ class FidelityReport:
         if self.session_length_tv is not None:
             lines += [f"Session length (pages): total variation distance {self.session_length_tv:.3f}.", ""]
         if self.policies:
+            has_ref = all("reference" in p for p in self.policies)
             lines += ["## Policy values: true world vs fitted simulator (reward per session)", "",
-                      "| policy | true | fitted | relative error |", "|---|---|---|---|"]
+                      "| policy | true | fitted | relative error |"
+                      + (" segment reference | its error |" if has_ref else ""),
+                      "|---|---|---|---|" + ("---|---|" if has_ref else "")]
             for p in self.policies:
+                ref = (f" {p['reference']:.3f} ± {p['reference_se']:.3f} | {p['reference_error']:+.1%} |"
+                       if has_ref else "")
                 lines.append(f"| {p['policy']} | {p['true']:.3f} ± {p['true_se']:.3f} | "
-                             f"{p['fitted']:.3f} ± {p['fitted_se']:.3f} | {p['relative_error']:+.1%} |")
-            lines += ["", f"Kendall tau {self.kendall_tau:.2f}; mean absolute relative error "
+                             f"{p['fitted']:.3f} ± {p['fitted_se']:.3f} | {p['relative_error']:+.1%} |{ref}")
+            lines += ["", f"Fitted simulator: Kendall tau {self.kendall_tau:.2f}; mean absolute relative error "
                       f"{self.mean_abs_relative_error:.1%}.", ""]
+            if has_ref and self.reference_kendall_tau is not None:
+                lines += [f"Segment reference (the truth as known to a model that identified every shopper's "
+                          f"segment and nothing individual): Kendall tau {self.reference_kendall_tau:.2f}; mean "
+                          f"absolute relative error {self.reference_mean_abs_relative_error:.1%}. Error beyond the "
+                          "reference's is what the fitted model failed to learn from the logs.", ""]
         if len(self.refits) > 1:
             lines += [f"The fitted column is the mean over {len(self.refits)} refits (torch seeds); each refit alone:",
                       "", "| seed | Kendall tau | mean absolute relative error | " +
@@ -148,7 +164,8 @@ def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space
                     refits: list[dict[str, float]] | None = None) -> FidelityReport:
     """Compute the report (see the module docstring). ``logs`` is train + test in time order.
 
-    ``policies`` rows hold ``policy``, ``true``, ``true_se``, ``fitted`` and ``fitted_se``; ``refits`` (optional)
+    ``policies`` rows hold ``policy``, ``true``, ``true_se``, ``fitted`` and ``fitted_se`` (and optionally
+    ``reference`` and ``reference_se``, the segment reference's values); ``refits`` (optional)
     one row per refit with its ``seed``, its fitted value per policy name and its ``kendall_tau`` and
     ``mean_abs_relative_error`` (the ``fitted`` column is then their mean).
     """
@@ -186,13 +203,17 @@ def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space
         if sessions is not None:
             held = np.bincount(sessions)
             tv = total_variation(held, simulated_lengths)
-    tau = mare = None
+    tau = mare = ref_tau = ref_mare = None
     if policies:
         truth = np.array([p["true"] for p in policies])
         fitted = np.array([p["fitted"] for p in policies])
         for p in policies:
             p["relative_error"] = (p["fitted"] - p["true"]) / p["true"]
         tau, mare = policy_agreement(truth, fitted)
+        if all("reference" in p for p in policies):
+            for p in policies:
+                p["reference_error"] = (p["reference"] - p["true"]) / p["true"]
+            ref_tau, ref_mare = policy_agreement(truth, np.array([p["reference"] for p in policies]))
     return FidelityReport(
         dataset=logs.name, train_rows=len(train.interactions), test_rows=int(test_mask.sum()), ctr_by_position=rows,
         positions_inside_ci=int(inside), click_logloss=_logloss(click_sim, y), click_auc=_auc(click_sim, y),
@@ -201,6 +222,7 @@ def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space
         purchase_rate_simulated=float(buy_sim.mean()) if purchase_heldout is not None else None,
         session_length_tv=tv, policies=policies or [], kendall_tau=tau, mean_abs_relative_error=mare,
         examination=model.examination_logged.tolist(), refits=refits or [],
+        reference_kendall_tau=ref_tau, reference_mean_abs_relative_error=ref_mare,
     )
 
 

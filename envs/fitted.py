@@ -27,11 +27,12 @@ world).
 Cart given click and purchase given cart are logistic heads on the same trunk, trained on clicked
 (resp. carted) rows. Logs without cart or purchase columns (e.g. OBD: clicks only) leave those heads
 untrained and the model predicts 0 for them (``has_cart`` / ``has_purchase``), so a simulator fitted on
-click-only logs never invents purchases; logs with purchases but no carts treat a purchase as its own cart. Session continuation is a logistic regression on page-level features (any click,
-number of clicks, any purchase, repetition share, mean predicted attractiveness of the top 3 slots,
-search flag), fitted on request sequences within sessions (``session_id``, else the same user with
-gaps under 30 minutes). Logs without users or sessions get the documented default: a constant
-continuation probability (0 = one page per session).
+click-only logs never invents purchases; logs with purchases but no carts treat a purchase as its own
+cart. Session continuation is a logistic regression on page-level features (any click, number of
+clicks, any purchase, repetition share, mean predicted attractiveness of the top 3 slots, search flag),
+fitted on request sequences within sessions (``session_id``, else the same user with gaps under 30
+minutes). Logs without users or sessions get the documented default: a constant continuation
+probability (0 = one page per session).
 
 Profiles used in training are time-respecting: the profile of a request pools (behaviour-weighted)
 the user's engagements in *earlier* requests only, exactly as the env updates profiles online.

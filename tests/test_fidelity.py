@@ -65,6 +65,11 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     for r in refits:
         assert -1.0 <= r["kendall_tau"] <= 1.0 and r["mean_abs_relative_error"] >= 0.0
     assert "each refit alone" in (out / "fidelity.md").read_text()
+    # the segment reference: a value per policy, its own agreement, and a line in the markdown
+    for p in policies.values():
+        assert p["reference"] > 0 and p["reference_error"] == pytest.approx(p["reference"] / p["true"] - 1)
+    assert -1.0 <= report["reference_kendall_tau"] <= 1.0 and report["reference_mean_abs_relative_error"] >= 0
+    assert "Segment reference" in (out / "fidelity.md").read_text()
     assert 0.0 <= report["session_length_tv"] <= 1.0
     assert "Kendall tau" in capsys.readouterr().out
 
@@ -78,3 +83,69 @@ def test_simulate_fidelity_rejects_a_bad_world_size(tmp_path: Path, capsys):
     status = main(["simulate", "fidelity", "--encoder", "hashing", "--users", "0", "--out", str(tmp_path / "x")])
     assert status == 2
     assert "n_users" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the segment reference
+@pytest.fixture(scope="module")
+def small_world():
+    from envs.synthetic import SyntheticWorld, WorldConfig
+
+    return SyntheticWorld(WorldConfig(seed=3, n_items=200, n_users=300, n_segments=4))
+
+
+def _sessions(world, users, is_search):
+    from envs.backends import Sessions
+    from envs.synthetic import Intent
+
+    b = len(users)
+    intent = Intent(category=np.zeros(b, dtype=np.int64), attr_group=np.full(b, -1), attr_value=np.full(b, -1),
+                    is_search=np.asarray(is_search))
+    return Sessions(np.full(b, -1), np.asarray(users), intent, np.full(b, -1), intent.is_search, np.zeros(b, bool))
+
+
+def test_segment_reference_peers_share_the_segment_and_are_seeded(small_world):
+    from envs.backends import SegmentReferenceBackend
+
+    ref = SegmentReferenceBackend(small_world, n_peers=8, seed=0)
+    segment = small_world.population.segment
+    assert ref.peers.shape == (300, 8)
+    assert (segment[ref.peers] == segment[:, None]).all()
+    np.testing.assert_array_equal(ref.peers, SegmentReferenceBackend(small_world, n_peers=8, seed=0).peers)
+    assert not np.array_equal(ref.peers, SegmentReferenceBackend(small_world, n_peers=8, seed=1).peers)
+
+
+def test_segment_reference_search_is_the_peers_mean_truth(small_world):
+    from envs.backends import SegmentReferenceBackend
+
+    ref = SegmentReferenceBackend(small_world, n_peers=5)
+    users = np.array([0, 7, 42])
+    shown = np.random.default_rng(0).integers(0, 200, (3, 6))
+    sessions = _sessions(small_world, users, [True, True, True])
+    got = ref.probabilities(sessions, np.zeros((3, 4)), shown)
+    for row, u in enumerate(users):
+        peers = ref.peers[u]
+        expected = small_world.attractiveness(peers, np.repeat(shown[row:row + 1], 5, axis=0),
+                                              sessions.intent.take(np.zeros(5, dtype=np.int64))).mean(axis=0)
+        np.testing.assert_allclose(got[row, :, 0], expected, rtol=1e-9)
+
+
+def test_segment_reference_browsing_marginalises_the_intent(small_world):
+    """Browsing: the exact average over intents drawn as sessions draw them (Gumbel-max of category tastes)."""
+    from envs.backends import SegmentReferenceBackend
+    from envs.synthetic import Intent
+
+    ref = SegmentReferenceBackend(small_world, n_peers=1)
+    user = 11
+    peer = int(ref.peers[user, 0])
+    shown = np.arange(12)[None, :]
+    got = ref.probabilities(_sessions(small_world, [user], [False]), np.zeros((1, 4)), shown)[0, :, 0]
+    rng = np.random.default_rng(0)
+    taste = small_world.population.tastes[1][peer]
+    draws = np.argmax(taste + rng.gumbel(size=(20_000, len(taste))), axis=1)
+    categories, counts = np.unique(draws, return_counts=True)
+    mc = np.zeros(12)
+    for c, n in zip(categories, counts, strict=True):
+        intent = Intent(np.array([c]), np.array([-1]), np.array([-1]), np.array([False]))
+        mc += n * small_world.attractiveness(np.array([peer]), shown, intent)[0]
+    mc /= counts.sum()
+    np.testing.assert_allclose(got, mc, rtol=0.03)

@@ -42,7 +42,6 @@ def _run(args: argparse.Namespace) -> int:
     from omegaconf import DictConfig
 
     from shopgym.compare import compare
-
     from shopgym.errors import ShopgymError
 
     failures: list[ShopgymError] = []

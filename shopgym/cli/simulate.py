@@ -92,6 +92,9 @@ def _fidelity(args: argparse.Namespace) -> int:
                    "oracle-greedy": (E.oracle_scorer(setup.world), False)}
         truth = {name: E.run_sessions(true_sim, scorer, args.sessions, seed=args.seed, name=name, slots_scorer=slots)
                  for name, (scorer, slots) in scorers.items()}
+        segment_sim = world_simulator(setup, backend="segment")
+        reference = {name: E.run_sessions(segment_sim, scorer, args.sessions, seed=args.seed, name=name,
+                                          slots_scorer=slots) for name, (scorer, slots) in scorers.items()}
         runs = []
         for refit in range(args.refits):
             fitted_model = model if refit == 0 else fit_response_model(train, space, FitConfig(seed=refit))
@@ -112,7 +115,9 @@ def _fidelity(args: argparse.Namespace) -> int:
             fitted = np.array([run[name].reward_per_session for run in runs])
             se = np.array([run[name].reward_se for run in runs])
             policies.append({"policy": name, "true": truth[name].reward_per_session, "true_se": truth[name].reward_se,
-                             "fitted": float(fitted.mean()), "fitted_se": float(np.sqrt((se**2).sum()) / len(runs))})
+                             "fitted": float(fitted.mean()), "fitted_se": float(np.sqrt((se**2).sum()) / len(runs)),
+                             "reference": reference[name].reward_per_session,
+                             "reference_se": reference[name].reward_se})
     report = fidelity_report(logs, train, test, space, model, simulated_lengths=lengths, policies=policies,
                              refits=refits if args.refits > 1 else None)
     write_report(report, args.out)
