@@ -105,12 +105,11 @@ def prepare(cfg: DictConfig, out: Path) -> Prepared:
                             test_fraction=float(cfg.test_fraction), cache_dir=cfg.cache_dir, progress=cfg.progress)
         config = env_config(cfg)
         model = None
-        if cfg.backend == "fitted":
+        backend = backend_name(cfg.backend)
+        if backend == "fitted":
             model = fit_response_model(setup.train, setup.space, FitConfig(), progress=cfg.progress)
             model.save(out / "response_model")
-        elif cfg.backend != "true":
-            raise ConfigError(f"`backend` must be 'true' or 'fitted', got {cfg.backend!r}")
-        sim = world_simulator(setup, config, backend=str(cfg.backend), model=model)  # type: ignore[arg-type]
+        sim = world_simulator(setup, config, backend=backend, model=model)  # type: ignore[arg-type]
         train, world = setup.train, setup.world
     else:
         logs = load_data(cfg)
@@ -133,6 +132,17 @@ def prepare(cfg: DictConfig, out: Path) -> Prepared:
         m = min(k, len(exam))
         examination[:m] = exam[:m]
     return Prepared(sim, train, world, np.minimum.accumulate(examination))
+
+
+def backend_name(value: Any) -> str:
+    """The ``backend`` option as "true", "segment" or "fitted".
+
+    On the command line Hydra reads ``backend=true`` as the boolean True (YAML), so that is accepted too.
+    """
+    name = "true" if value is True else str(value)
+    if name not in ("true", "segment", "fitted"):
+        raise ConfigError(f"`backend` must be 'true', 'segment' or 'fitted', got {value!r}")
+    return name
 
 
 def _feature_encoder() -> Any:
@@ -221,8 +231,7 @@ def run_agent(agent: RankingPolicy, prep: Prepared, *, steps: int, batch_size: i
         trace["diversity"][t] = info["diversity"].mean()
         trace["coverage"][t] = seen.mean()
         if truth is not None and exam_true is not None:
-            values = info["candidate_values"] if isinstance(sim.backend, TrueWorldBackend) \
-                and "candidate_values" in info else _true_values(sim, truth, state)
+            values = true_candidate_values(sim, truth, state, info)
             shown_value = np.take_along_axis(values, ranking.slots, axis=1) @ exam_true
             best = -np.sort(-values, axis=1)[:, :k] @ exam_true
             cum_regret += float((best - shown_value).mean())
@@ -241,6 +250,17 @@ def run_agent(agent: RankingPolicy, prep: Prepared, *, steps: int, batch_size: i
                 writer.add_scalar("eval/cumulative_regret", trace["regret"][t], t)
                 writer.add_scalar("eval/ndcg", trace["ndcg"][t], t)
     return RunTrace(agent.name, seed, trace, time.perf_counter() - started)
+
+
+def true_candidate_values(sim: Simulator, truth: TrueWorldBackend, state: Any, info: dict[str, Any]) -> np.ndarray:
+    """(B, N) true expected reward of each candidate if examined (regret and NDCG are measured against it).
+
+    The step's own ``candidate_values`` are reused only when the simulator's backend *is* the truth (not the
+    fitted model, not the segment reference, whose values differ from the truth).
+    """
+    if type(sim.backend) is TrueWorldBackend and "candidate_values" in info:
+        return np.asarray(info["candidate_values"])
+    return _true_values(sim, truth, state)
 
 
 def _true_values(sim: Simulator, truth: TrueWorldBackend, state: Any) -> np.ndarray:

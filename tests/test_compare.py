@@ -107,3 +107,37 @@ def test_cli_reports_bad_input_as_one_message(tmp_path, monkeypatch, capsys) -> 
     assert status == 2
     err = capsys.readouterr().err
     assert "shopgym: error:" in err and "nope" in err and "Traceback" not in err
+
+
+def test_backend_option_accepts_what_hydra_parses():
+    from shopgym.compare import backend_name
+    from shopgym.errors import ConfigError
+
+    assert backend_name(True) == "true"  # `backend=true` on the command line is YAML's boolean
+    assert [backend_name(v) for v in ("true", "fitted", "segment")] == ["true", "fitted", "segment"]
+    for bad in (False, "truth", 1):
+        with pytest.raises(ConfigError, match="backend"):
+            backend_name(bad)
+
+
+def test_regret_is_measured_against_the_truth_whatever_the_backend():
+    import numpy as np
+
+    from envs.backends import TrueWorldBackend
+    from envs.build import QuickWorld, setup_world, world_simulator
+    from envs.core import EnvConfig
+    from shopgym.compare import true_candidate_values
+
+    setup = setup_world(QuickWorld().config)
+    config = EnvConfig(n_candidates=20, slate_size=5, max_pages=4, track_values=True)
+    truth = TrueWorldBackend(setup.world)
+    values = {}
+    for backend in ("true", "segment"):
+        sim = world_simulator(setup, config, backend=backend)
+        state = sim.reset(np.random.default_rng(0), 16)
+        res = sim.step(state, np.tile(np.arange(5), (16, 1)), np.random.default_rng(1))
+        assert "candidate_values" in res.info
+        values[backend] = true_candidate_values(sim, truth, state, res.info)
+        if backend == "segment":  # the segment backend's own values are not the truth
+            assert not np.allclose(res.info["candidate_values"], values[backend])
+    np.testing.assert_allclose(values["segment"], values["true"])
