@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 
 from encoders.base import l2_normalize
 from encoders.profiles import BehaviourWeights
+from envs.latent import LatentClassConfig, LatentClasses, exposure_profiles, fit_latent_classes
 from envs.space import ItemSpace
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
@@ -85,6 +86,9 @@ class FitConfig:
             ``max_weight``) so that the model learns from an as-if-randomised distribution of
             (user, item, position) rather than from what the logging policy chose to show.
         max_weight: clipping level of the inverse-propensity weights, relative to their mean.
+        latent_classes: number of latent shopper classes of the attractiveness model (:mod:`envs.latent`),
+            0 to turn it off; used only when the logs have user ids (else the MLP's click head answers).
+        class_epochs: EM rounds of the latent-class model.
         seed: torch seed.
         threads: torch threads (None: torch's default).
     """
@@ -101,6 +105,8 @@ class FitConfig:
     default_continuation: float = 0.0
     debias: bool = True
     max_weight: float = 50.0
+    latent_classes: int = 16
+    class_epochs: int = 30
     seed: int = 0
     threads: int | None = None
 
@@ -108,6 +114,9 @@ class FitConfig:
         for name in ("hidden", "steps", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if self.latent_classes == 1 or self.latent_classes < 0 or self.class_epochs < 1:
+            raise ConfigError(f"`latent_classes` must be 0 (off) or >= 2 and `class_epochs` >= 1, got "
+                              f"{self.latent_classes} and {self.class_epochs}")
         if not 0.0 <= self.valid_fraction < 0.5:
             raise ConfigError(f"`valid_fraction` must be in [0, 0.5), got {self.valid_fraction}")
         if not 0.0 <= self.default_continuation < 1.0:
@@ -168,6 +177,8 @@ class ResponseModel:
         report: fitting diagnostics (losses, rows, sessions).
         has_cart: whether the logs had add-to-cart (or purchase) outcomes; without them P(cart | click) is 0.
         has_purchase: whether the logs had purchases; without them P(purchase | cart) is 0.
+        classes: the latent-class attractiveness model (:mod:`envs.latent`); when present it gives
+            P(click | examined) and the MLP's click head is used for nothing else.
     """
 
     net: _Net
@@ -183,6 +194,7 @@ class ResponseModel:
     report: dict[str, Any] = field(default_factory=dict)
     has_cart: bool = True
     has_purchase: bool = True
+    classes: LatentClasses | None = None
 
     # ------------------------------------------------------------------ prediction
     def examination(self, n_positions: int) -> np.ndarray:
@@ -220,6 +232,8 @@ class ResponseModel:
         user_t = torch.from_numpy(rows).unsqueeze(1).expand(b, k)
         logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), user_t)
         probs = torch.sigmoid(logits).double().numpy()
+        if self.classes is not None:
+            probs[..., 0] = self.classes.attractiveness(item_vecs, query, is_search, items, user_rows)
         if not self.has_cart:  # the logs never showed a cart or a purchase: the heads were not trained
             probs[..., 1] = 0.0
         if not self.has_purchase:
@@ -242,6 +256,8 @@ class ResponseModel:
         out.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
         tensors["default_profile"] = torch.from_numpy(np.asarray(self.default_profile, dtype=np.float32))
+        if self.classes is not None:
+            tensors.update({f"classes.{k}": v.detach().contiguous() for k, v in self.classes.state_dict().items()})
         atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, str(tmp)))
         config = {
             "dim": self.dim, "n_items": self.n_items, "items_digest": self.items_digest, "hidden": self.hidden,
@@ -250,6 +266,8 @@ class ResponseModel:
             "continuation_coef": None if self.continuation_coef is None else self.continuation_coef.tolist(),
             "default_continuation": self.default_continuation, "report": self.report,
             "has_cart": self.has_cart, "has_purchase": self.has_purchase,
+            "latent_classes": None if self.classes is None else {
+                "n_classes": int(self.classes.taste.shape[0]), "n_users": self.classes.n_users},
         }
         text = json.dumps(config, indent=2, default=float)
         atomic_write(out / "model.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -271,14 +289,24 @@ class ResponseModel:
         net = _Net(config["dim"], config["hidden"], config["n_items"], n_positions, int(config["rank"]),
                    int(config["n_users"]))
         default = tensors.pop("default_profile").numpy()
-        net.load_state_dict(tensors)
+        class_tensors = {k[len("classes."):]: tensors.pop(k) for k in list(tensors) if k.startswith("classes.")}
+        classes = None
+        try:
+            net.load_state_dict(tensors)
+            if config.get("latent_classes"):
+                spec = config["latent_classes"]
+                classes = LatentClasses(config["dim"], config["n_items"], int(spec["n_users"]), int(spec["n_classes"]))
+                classes.load_state_dict(class_tensors)
+                classes.eval()
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{folder}: model.safetensors does not match model.json ({exc}); refit it") from exc
         net.eval()
         coef = config["continuation_coef"]
         return cls(net, config["dim"], config["n_items"], config["items_digest"],
                    np.asarray(config["examination_logged"]), float(config["eta"]),
                    None if coef is None else np.asarray(coef), float(config["default_continuation"]), default,
                    int(config["hidden"]), dict(config.get("report", {})), bool(config.get("has_cart", True)),
-                   bool(config.get("has_purchase", True)))
+                   bool(config.get("has_purchase", True)), classes)
 
     def check_space(self, space: ItemSpace) -> None:
         """Raise if ``space`` is not the catalog/embedding the model was fitted on."""
@@ -517,11 +545,22 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     model = ResponseModel(net, space.dim, space.n_items, items_digest(space.item_ids), theta, eta, None,
                           cfg.default_continuation, default_profile, cfg.hidden,
                           has_cart=carted is not None, has_purchase=purchased is not None)
+    class_report = None
+    if cfg.latent_classes >= 2 and train.has_users:
+        propensity = inter[S.PROPENSITY].to_numpy(dtype=np.float64) if train.has_propensities else None
+        log_theta = np.log(np.maximum(theta[np.minimum(position, len(theta)) - 1], 1e-6))
+        torch.set_num_threads(cfg.threads or threads)
+        model.classes, class_report = fit_latent_classes(
+            space.item_vecs, item, row_user, n_users, clicked, log_theta, req.query[req.row_request],
+            req.is_search[req.row_request], row_weight,
+            exposure_profiles(space.item_vecs, item, row_user, n_users, propensity),
+            LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs, seed=cfg.seed))
+        torch.set_num_threads(threads)
     coef, n_sessions = _fit_continuation(train, model, req, profile, item, space)
     model.continuation_coef = coef
     model.report = {"rows": int(len(inter)), "requests": int(n_req), "valid_click_nll": history,
                     "sessions": n_sessions, "examination": theta.tolist(), "examination_source": theta_source,
-                    "eta": eta,
+                    "eta": eta, "latent_classes": class_report,
                     "fit_config": asdict(cfg)}
     return model
 

@@ -245,3 +245,25 @@ def test_logs_without_user_ids_give_a_working_simulator(setup) -> None:
     obs, _ = env.reset(seed=0)
     obs, reward, *_ = env.step(np.zeros((16, CONFIG.n_candidates), np.float32))
     assert np.isfinite(obs).all() and np.isfinite(reward).all()
+
+
+def test_latent_classes_are_fitted_on_logs_with_users_and_survive_save_and_load(tmp_path, setup, model) -> None:
+    assert model.classes is not None and model.report["latent_classes"]["mean_max_posterior"] > 0
+    model.save(tmp_path / "m")
+    loaded = ResponseModel.load(tmp_path / "m")
+    assert loaded.classes is not None
+    rng = np.random.default_rng(0)
+    items = rng.integers(0, setup.space.n_items, (6, 4))
+    args = (rng.normal(size=(6, setup.space.dim)), setup.space.item_vecs[items], np.zeros((6, setup.space.dim)),
+            np.zeros(6, bool), items, np.array([0, 1, 2, -1, 5, 10**6]))
+    np.testing.assert_array_equal(model.predict(*args), loaded.predict(*args))
+    # the class mixture, not the MLP's click head, answers P(click | examined)
+    np.testing.assert_allclose(model.predict(*args)[..., 0],
+                               model.classes.attractiveness(args[1], args[2], args[3], items, args[5]))
+
+
+def test_latent_classes_can_be_turned_off(setup) -> None:
+    off = fit_world(setup, FitConfig(steps=50, batch_size=512, latent_classes=0))
+    assert off.classes is None and off.report["latent_classes"] is None
+    with pytest.raises(Exception, match="latent_classes"):
+        FitConfig(latent_classes=1)

@@ -1,0 +1,221 @@
+r"""Latent shopper classes: a mixture of logistic click models whose class prior is learned from exposure.
+
+Shoppers differ in taste far more than a few clicks reveal, but a personalised logging policy's choices
+reveal what it believed each shopper likes. This module models attractiveness as a mixture over ``C``
+latent classes of shoppers:
+
+.. math::
+    P(c = 1 \mid k, u, i, q) = \theta_k \sum_{c=1}^{C} r_{uc}\,
+        \sigma\big(a_0 + b_i + \omega^\top (q \odot v_i) + \kappa\, q^\top v_i + \beta s + \tau_c^\top v_i\big),
+
+where :math:`v_i` is the item vector, :math:`q` the query vector (zero when browsing), :math:`s` the search
+flag, :math:`b_i` a per-item bias, :math:`\tau_c` the taste of class ``c`` and :math:`\theta_k` the position
+bias (fixed: it comes from the response model). :math:`r_u` is user ``u``'s posterior over classes given
+their training rows :math:`R_u` and a prior computed from their *exposure profile* :math:`x_u` (the unit,
+propensity-weighted sum of the items the logs showed them):
+
+.. math::
+    \pi_u = \mathrm{softmax}(W x_u + w_0), \qquad
+    r_{uc} \propto \pi_{uc} \prod_{r \in R_u} P(y_r \mid c).
+
+Users unknown to the logs get :math:`\mathrm{softmax}(w_0)`. Fitting is expectation-maximisation: the
+E-step computes every :math:`r_u` exactly; the M-step takes Adam steps on the inverse-propensity-weighted
+expected complete-data log-likelihood :math:`\sum_r w_r \sum_c r_{u_r c} \log P(y_r \mid c)` plus the
+cross-entropy of the prior against the posteriors. The number of epochs is fixed (no early stopping).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from encoders.base import l2_normalize
+from shopgym.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LatentClassConfig:
+    """How the latent-class click model is fitted.
+
+    Args:
+        n_classes: number of latent classes C (>= 2).
+        epochs: EM rounds (one E-step, then the M-step's Adam updates).
+        passes_per_epoch: rows visited per M-step, in passes over the training rows (the M-step takes
+            ``ceil(passes_per_epoch * n / batch_size)`` Adam steps, at most ``max_steps_per_epoch``).
+        max_steps_per_epoch: cap on the Adam steps per M-step.
+        batch_size: rows per Adam step.
+        lr: Adam learning rate.
+        l2: L2 penalty on the class tastes, the item biases and the query weights.
+        seed: torch seed (class initialisation and minibatches).
+    """
+
+    n_classes: int = 16
+    epochs: int = 30
+    passes_per_epoch: float = 1.5
+    max_steps_per_epoch: int = 60
+    batch_size: int = 4096
+    lr: float = 0.02
+    l2: float = 1e-6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if int(self.n_classes) < 2:
+            raise ConfigError(f"`n_classes` must be >= 2, got {self.n_classes}")
+        for name in ("epochs", "max_steps_per_epoch", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if not self.passes_per_epoch > 0 or not self.lr > 0 or self.l2 < 0:
+            raise ConfigError(f"`passes_per_epoch` and `lr` must be > 0 and `l2` >= 0, got {self.passes_per_epoch}, "
+                              f"{self.lr} and {self.l2}")
+
+
+class LatentClasses(nn.Module):
+    """The latent-class attractiveness model (see the module docstring).
+
+    Args:
+        dim: item/query vector dimension d.
+        n_items: catalog size.
+        n_users: logged users U (their posteriors are rows 0..U-1; row U holds the prior of unknown users).
+        n_classes: C.
+    """
+
+    def __init__(self, dim: int, n_items: int, n_users: int, n_classes: int) -> None:
+        super().__init__()
+        self.taste = nn.Parameter(torch.zeros(n_classes, dim))
+        self.query_weight = nn.Parameter(torch.zeros(dim))
+        self.query_cos = nn.Parameter(torch.zeros(1))
+        self.search = nn.Parameter(torch.zeros(1))
+        self.intercept = nn.Parameter(torch.full((1,), -3.0))
+        self.item_bias = nn.Embedding(n_items, 1)
+        nn.init.zeros_(self.item_bias.weight)
+        self.prior = nn.Linear(dim, n_classes)
+        nn.init.zeros_(self.prior.weight)
+        nn.init.zeros_(self.prior.bias)
+        self.posterior: torch.Tensor
+        self.register_buffer("posterior", torch.full((n_users + 1, n_classes), 1.0 / n_classes))
+
+    @property
+    def n_users(self) -> int:
+        """Number of logged users U."""
+        return int(self.posterior.shape[0]) - 1
+
+    def logits(self, v: torch.Tensor, q: torch.Tensor, s: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(..., C) class logits of items ``v`` (..., d) under queries ``q`` (..., d), flags ``s`` (...)."""
+        qv = q * v
+        shared = (self.intercept + self.item_bias(items).squeeze(-1) + qv @ self.query_weight
+                  + self.query_cos * qv.sum(-1) + self.search * s)
+        return shared.unsqueeze(-1) + v @ self.taste.T
+
+    @torch.inference_mode()
+    def attractiveness(self, item_vecs: np.ndarray, query: np.ndarray, is_search: np.ndarray, items: np.ndarray,
+                       user_rows: np.ndarray | None) -> np.ndarray:
+        """(B, K) float64 P(click | examined) of items (B, K, d) for users ``user_rows`` (B,) (-1: unknown)."""
+        b, k, _ = item_vecs.shape
+        v = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
+        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).unsqueeze(1)
+        s = torch.from_numpy(np.asarray(is_search, dtype=np.float32)).unsqueeze(1)
+        logits = self.logits(v, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)))  # (B, K, C)
+        rows = np.full(b, -1) if user_rows is None else np.asarray(user_rows)
+        rows = np.where((rows >= 0) & (rows < self.n_users), rows, self.n_users).astype(np.int64)
+        posterior = self.posterior[torch.from_numpy(rows)].unsqueeze(1)  # (B, 1, C)
+        return (torch.sigmoid(logits) * posterior).sum(-1).double().numpy()
+
+
+def exposure_profiles(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray, n_users: int,
+                      weight: np.ndarray | None = None) -> np.ndarray:
+    r"""(U, d) float32 unit exposure profiles :math:`x_u \propto \sum_{r \in R_u} w_r v_{i_r}` (zero if none).
+
+    Args:
+        item_vecs: (n_items, d) item vectors.
+        row_item: (n,) catalog index of each logged row.
+        row_user: (n,) user index of each row, in 0..U-1.
+        n_users: U.
+        weight: (n,) row weights (the logged propensities), or None for 1.
+    """
+    w = np.ones(len(row_item)) if weight is None else np.asarray(weight, dtype=np.float64)
+    by_user = sp.csr_matrix((w, (row_user, np.arange(len(row_item)))), shape=(n_users, len(row_item)))
+    return l2_normalize(np.asarray(by_user @ item_vecs[row_item].astype(np.float64))).astype(np.float32)
+
+
+def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray, n_users: int,
+                       clicked: np.ndarray, log_theta: np.ndarray, query: np.ndarray, is_search: np.ndarray,
+                       row_weight: np.ndarray, exposure: np.ndarray,
+                       config: LatentClassConfig | None = None) -> tuple[LatentClasses, dict[str, Any]]:
+    """Fit :class:`LatentClasses` by EM (see the module docstring).
+
+    Args:
+        item_vecs: (n_items, d) item vectors.
+        row_item: (n,) catalog index of each training row.
+        row_user: (n,) user index of each row, in 0..U-1.
+        n_users: U.
+        clicked: (n,) 0/1 clicks.
+        log_theta: (n,) log position bias of each row's position (fixed).
+        query: (n, d) query vector of each row (zeros when browsing).
+        is_search: (n,) search flags.
+        row_weight: (n,) inverse-propensity weights (ones without propensities), mean 1.
+        exposure: (U, d) exposure profiles (:func:`exposure_profiles`).
+        config: fitting options.
+
+    Returns:
+        The fitted model (eval mode, posteriors set) and a small report (final loss, posterior sharpness).
+    """
+    cfg = config or LatentClassConfig()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    n, dim = len(row_item), item_vecs.shape[1]
+    model = LatentClasses(dim, len(item_vecs), n_users, cfg.n_classes)
+    with torch.no_grad():  # small random tastes break the symmetry between classes
+        model.taste.normal_(0.0, 0.01, generator=generator)
+    t_items = torch.from_numpy(np.asarray(item_vecs, dtype=np.float32))
+    t_item = torch.from_numpy(np.asarray(row_item, dtype=np.int64))
+    t_user = torch.from_numpy(np.asarray(row_user, dtype=np.int64))
+    t_y = torch.from_numpy(np.asarray(clicked, dtype=np.float32))
+    t_log_theta = torch.from_numpy(np.asarray(log_theta, dtype=np.float32))
+    t_query = torch.from_numpy(np.asarray(query, dtype=np.float32))
+    t_search = torch.from_numpy(np.asarray(is_search, dtype=np.float32))
+    t_weight = torch.from_numpy(np.asarray(row_weight, dtype=np.float32))
+    t_exposure = torch.from_numpy(np.asarray(exposure, dtype=np.float32))
+
+    def row_loglik(rows: torch.Tensor) -> torch.Tensor:
+        """(m, C) log P(y_r | class c)."""
+        logits = model.logits(t_items[t_item[rows]], t_query[rows], t_search[rows], t_item[rows])
+        log_p = t_log_theta[rows].unsqueeze(-1) + nn.functional.logsigmoid(logits)
+        y = t_y[rows].unsqueeze(-1)
+        return y * log_p + (1 - y) * torch.log1p(-log_p.exp().clamp(max=1 - 1e-7))
+
+    def e_step() -> torch.Tensor:
+        with torch.no_grad():
+            total = torch.zeros(n_users, cfg.n_classes)
+            for start in range(0, n, 65536):
+                rows = torch.arange(start, min(start + 65536, n))
+                total.index_add_(0, t_user[rows], row_loglik(rows))
+            posterior = torch.softmax(total + torch.log_softmax(model.prior(t_exposure), -1), -1)
+            model.posterior[:n_users] = posterior
+            model.posterior[n_users] = torch.softmax(model.prior.bias, -1)  # users unknown to the logs
+        return posterior
+
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss = torch.zeros(())
+    batch = min(cfg.batch_size, n)
+    steps = min(cfg.max_steps_per_epoch, max(1, int(np.ceil(cfg.passes_per_epoch * n / batch))))
+    for _ in range(cfg.epochs):
+        posterior = e_step()
+        for _ in range(steps):
+            rows = torch.randint(0, n, (batch,), generator=generator)
+            loss = -(t_weight[rows].unsqueeze(-1) * posterior[t_user[rows]] * row_loglik(rows)).sum(-1).mean()
+            users = torch.randint(0, n_users, (min(1024, n_users),), generator=generator)
+            prior_loss = -(posterior[users] * torch.log_softmax(model.prior(t_exposure[users]), -1)).sum(-1).mean()
+            penalty = cfg.l2 * (model.taste.pow(2).sum() + model.item_bias.weight.pow(2).sum()
+                                + model.query_weight.pow(2).sum())
+            optimiser.zero_grad()
+            (loss + prior_loss + penalty).backward()
+            optimiser.step()
+    posterior = e_step()
+    model.eval()
+    report = {"final_loss": float(loss.detach()), "mean_max_posterior": float(posterior.max(-1).values.mean()),
+              "config": asdict(cfg)}
+    return model, report

@@ -1,0 +1,99 @@
+"""Latent shopper classes: EM recovers planted classes, exposure informs the prior, persistence, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs.latent import LatentClassConfig, exposure_profiles, fit_latent_classes
+from shopgym.errors import ConfigError
+
+D, N_ITEMS, N_USERS, ROWS_PER_USER = 8, 40, 200, 60
+
+
+def planted_problem(seed: int = 0, exposure_signal: bool = False):
+    """Two classes of users with opposite tastes over two item groups; uniform random impressions.
+
+    Items 0..19 lie along +e_0, items 20..39 along -e_0 (plus small noise). Class 0 clicks the first group
+    with 0.5 and the second with 0.05, class 1 the reverse. Position bias is 1 (log_theta = 0).
+    """
+    rng = np.random.default_rng(seed)
+    group = np.repeat([0, 1], N_ITEMS // 2)
+    vecs = rng.normal(0, 0.1, (N_ITEMS, D))
+    vecs[:, 0] = np.where(group == 0, 1.0, -1.0)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    user_class = rng.integers(0, 2, N_USERS)
+    row_user = np.repeat(np.arange(N_USERS), ROWS_PER_USER)
+    if exposure_signal:  # a logging policy that shows each user mostly their own class's items
+        own = rng.random(len(row_user)) < 0.8
+        item_group = np.where(own, user_class[row_user], 1 - user_class[row_user])
+        row_item = item_group * (N_ITEMS // 2) + rng.integers(0, N_ITEMS // 2, len(row_user))
+    else:
+        row_item = rng.integers(0, N_ITEMS, len(row_user))
+    p = np.where(group[row_item] == user_class[row_user], 0.5, 0.05)
+    clicked = (rng.random(len(row_user)) < p).astype(np.float64)
+    return vecs, row_item, row_user, user_class, clicked, p
+
+
+def fit(vecs, row_item, row_user, clicked, exposure=None, **kw):
+    n = len(row_item)
+    exposure = np.zeros((N_USERS, D), np.float32) if exposure is None else exposure
+    return fit_latent_classes(vecs, row_item, row_user, N_USERS, clicked, np.zeros(n), np.zeros((n, D)),
+                              np.zeros(n, bool), np.ones(n), exposure,
+                              LatentClassConfig(n_classes=2, epochs=20, **kw))
+
+
+def test_em_recovers_planted_classes_and_their_click_rates():
+    vecs, row_item, row_user, user_class, clicked, _ = planted_problem()
+    model, report = fit(vecs, row_item, row_user, clicked)
+    assignment = model.posterior[:N_USERS].argmax(-1).numpy()
+    agreement = max((assignment == user_class).mean(), (assignment != user_class).mean())  # labels may swap
+    assert agreement > 0.95 and report["mean_max_posterior"] > 0.9
+    # predicted attractiveness for every (user, item) against the planted rates
+    users = np.arange(N_USERS)
+    items = np.tile(np.arange(N_ITEMS), (N_USERS, 1))
+    pred = model.attractiveness(vecs[items], np.zeros((N_USERS, D)), np.zeros(N_USERS, bool), items, users)
+    truth = np.where(np.repeat([0, 1], N_ITEMS // 2)[None, :] == user_class[:, None], 0.5, 0.05)
+    assert np.abs(pred - truth).mean() < 0.05
+
+
+def test_without_logged_clicks_the_exposure_prior_identifies_the_class():
+    """Users known only by what they were shown: the prior learned on others places them."""
+    vecs, row_item, row_user, user_class, clicked, _ = planted_problem(seed=1, exposure_signal=True)
+    exposure = exposure_profiles(vecs, row_item, row_user, N_USERS)
+    model, _ = fit(vecs, row_item, row_user, clicked, exposure)
+    import torch
+
+    with torch.no_grad():
+        prior = torch.softmax(model.prior(torch.from_numpy(exposure)), -1).numpy()
+    posterior = model.posterior[:N_USERS].numpy()
+    # the prior alone (no click likelihood) agrees with the posterior's class for almost every user
+    assert (prior.argmax(-1) == posterior.argmax(-1)).mean() > 0.9
+
+
+def test_unknown_users_get_the_population_prior():
+    vecs, row_item, row_user, _, clicked, _ = planted_problem()
+    model, _ = fit(vecs, row_item, row_user, clicked)
+    items = np.arange(N_ITEMS)[None, :]
+    unknown = model.attractiveness(vecs[items], np.zeros((1, D)), np.zeros(1, bool), items, np.array([-1]))
+    known = model.attractiveness(vecs[np.repeat(items, N_USERS, 0)], np.zeros((N_USERS, D)),
+                                 np.zeros(N_USERS, bool), np.repeat(items, N_USERS, 0), np.arange(N_USERS))
+    # roughly half the users in each class: an unknown user is about the average user
+    np.testing.assert_allclose(unknown[0], known.mean(0), atol=0.06)
+    assert np.array_equal(
+        unknown, model.attractiveness(vecs[items], np.zeros((1, D)), np.zeros(1, bool), items, np.array([10**6])))
+
+
+def test_same_seed_same_model():
+    vecs, row_item, row_user, _, clicked, _ = planted_problem()
+    a, _ = fit(vecs, row_item, row_user, clicked, seed=3)
+    b, _ = fit(vecs, row_item, row_user, clicked, seed=3)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert np.array_equal(x.numpy(), y.numpy()), name
+
+
+@pytest.mark.parametrize("kwargs", [{"n_classes": 1}, {"epochs": 0}, {"lr": 0.0}, {"passes_per_epoch": -1.0},
+                                    {"l2": -1.0}, {"batch_size": 0}])
+def test_bad_config(kwargs):
+    with pytest.raises(ConfigError):
+        LatentClassConfig(**kwargs)
