@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from encoders.base import l2_normalize
-from shopgym.errors import ConfigError
+from shopgym.checks import check_float, check_int
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,13 @@ class LatentClassConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if int(self.n_classes) < 2:
-            raise ConfigError(f"`n_classes` must be >= 2, got {self.n_classes}")
+        check_int(self.n_classes, "n_classes", min_value=2)
         for name in ("epochs", "max_steps_per_epoch", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}")
-        if not self.passes_per_epoch > 0 or not self.lr > 0 or self.l2 < 0:
-            raise ConfigError(f"`passes_per_epoch` and `lr` must be > 0 and `l2` >= 0, got {self.passes_per_epoch}, "
-                              f"{self.lr} and {self.l2}")
+            check_int(getattr(self, name), name, min_value=1)
+        for name in ("passes_per_epoch", "lr"):
+            check_float(getattr(self, name), name, min_value=0.0, min_inclusive=False)
+        check_float(self.l2, "l2", min_value=0.0)
+        check_int(self.seed, "seed")
 
 
 class LatentClasses(nn.Module):
