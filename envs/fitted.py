@@ -551,8 +551,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
         log_theta = np.log(np.maximum(theta[np.minimum(position, len(theta)) - 1], 1e-6))
         torch.set_num_threads(cfg.threads or threads)
         model.classes, class_report = fit_latent_classes(
-            space.item_vecs, item, row_user, n_users, clicked, log_theta, req.query[req.row_request],
-            req.is_search[req.row_request], row_weight,
+            space.item_vecs, item, row_user, n_users, clicked, log_theta, req.row_request, req.query,
+            req.is_search, row_weight,
             exposure_profiles(space.item_vecs, item, row_user, n_users, propensity),
             LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs, seed=cfg.seed))
         torch.set_num_threads(threads)

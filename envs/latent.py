@@ -142,8 +142,8 @@ def exposure_profiles(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.
 
 
 def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray, n_users: int,
-                       clicked: np.ndarray, log_theta: np.ndarray, query: np.ndarray, is_search: np.ndarray,
-                       row_weight: np.ndarray, exposure: np.ndarray,
+                       clicked: np.ndarray, log_theta: np.ndarray, row_request: np.ndarray, query: np.ndarray,
+                       is_search: np.ndarray, row_weight: np.ndarray, exposure: np.ndarray,
                        config: LatentClassConfig | None = None) -> tuple[LatentClasses, dict[str, Any]]:
     """Fit :class:`LatentClasses` by EM (see the module docstring).
 
@@ -154,8 +154,9 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
         n_users: U.
         clicked: (n,) 0/1 clicks.
         log_theta: (n,) log position bias of each row's position (fixed).
-        query: (n, d) query vector of each row (zeros when browsing).
-        is_search: (n,) search flags.
+        row_request: (n,) request index of each row, in 0..R-1.
+        query: (R, d) query vector of each request (zeros when browsing).
+        is_search: (R,) search flag of each request.
         row_weight: (n,) inverse-propensity weights (ones without propensities), mean 1.
         exposure: (U, d) exposure profiles (:func:`exposure_profiles`).
         config: fitting options.
@@ -174,6 +175,7 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
     t_user = torch.from_numpy(np.asarray(row_user, dtype=np.int64))
     t_y = torch.from_numpy(np.asarray(clicked, dtype=np.float32))
     t_log_theta = torch.from_numpy(np.asarray(log_theta, dtype=np.float32))
+    t_request = torch.from_numpy(np.asarray(row_request, dtype=np.int64))
     t_query = torch.from_numpy(np.asarray(query, dtype=np.float32))
     t_search = torch.from_numpy(np.asarray(is_search, dtype=np.float32))
     t_weight = torch.from_numpy(np.asarray(row_weight, dtype=np.float32))
@@ -181,7 +183,8 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
 
     def row_loglik(rows: torch.Tensor) -> torch.Tensor:
         """(m, C) log P(y_r | class c)."""
-        logits = model.logits(t_items[t_item[rows]], t_query[rows], t_search[rows], t_item[rows])
+        req = t_request[rows]
+        logits = model.logits(t_items[t_item[rows]], t_query[req], t_search[req], t_item[rows])
         log_p = t_log_theta[rows].unsqueeze(-1) + nn.functional.logsigmoid(logits)
         y = t_y[rows].unsqueeze(-1)
         return y * log_p + (1 - y) * torch.log1p(-log_p.exp().clamp(max=1 - 1e-7))

@@ -38,8 +38,8 @@ def planted_problem(seed: int = 0, exposure_signal: bool = False):
 def fit(vecs, row_item, row_user, clicked, exposure=None, **kw):
     n = len(row_item)
     exposure = np.zeros((N_USERS, D), np.float32) if exposure is None else exposure
-    return fit_latent_classes(vecs, row_item, row_user, N_USERS, clicked, np.zeros(n), np.zeros((n, D)),
-                              np.zeros(n, bool), np.ones(n), exposure,
+    return fit_latent_classes(vecs, row_item, row_user, N_USERS, clicked, np.zeros(n), np.zeros(n, np.int64),
+                              np.zeros((1, D)), np.zeros(1, bool), np.ones(n), exposure,
                               LatentClassConfig(n_classes=2, epochs=20, **kw))
 
 
