@@ -16,7 +16,9 @@ import numpy as np
 
 from envs.fitted import ResponseModel, page_features
 from envs.space import ItemSpace
-from envs.synthetic.world import Intent, SyntheticWorld
+from envs.synthetic import vocab
+from envs.synthetic.world import Intent, SyntheticWorld, sigmoid
+from shopgym.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,6 @@ class SegmentReferenceBackend(TrueWorldBackend):
     def __init__(self, world: SyntheticWorld, n_peers: int = 16, seed: int = 0) -> None:
         super().__init__(world)
         if int(n_peers) < 1:
-            from shopgym.errors import ConfigError
-
             raise ConfigError(f"`n_peers` must be >= 1, got {n_peers}")
         segment = world.population.segment
         rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
@@ -168,21 +168,16 @@ class SegmentReferenceBackend(TrueWorldBackend):
         items = np.repeat(shown, m, axis=0)  # (B*M, K)
         intent = sessions.intent.take(np.repeat(np.arange(b), m))
         logit = world.config.click_bias + world.taste_logit(peers, items)
-        search_attract = 1.0 / (1.0 + np.exp(-(logit + world.intent_logit(items, intent))))
-        category_taste = world.population.tastes[vocab_category_index()][peers]  # (B*M, n_categories)
+        search_attract = sigmoid(logit + world.intent_logit(items, intent))
+        category = vocab.GROUPS.index("category")
+        category_taste = world.population.tastes[category][peers]  # (B*M, n_categories)
         pi = np.exp(category_taste - category_taste.max(axis=1, keepdims=True))
         pi /= pi.sum(axis=1, keepdims=True)
-        p_cat = np.take_along_axis(pi, world.catalog.values[items, vocab_category_index()], axis=1)
+        p_cat = np.take_along_axis(pi, world.catalog.values[items, category], axis=1)
         bonus = world.params.browse_intent_bonus
-        browse_attract = p_cat / (1.0 + np.exp(-(logit + bonus))) + (1.0 - p_cat) / (1.0 + np.exp(-logit))
+        browse_attract = p_cat * sigmoid(logit + bonus) + (1.0 - p_cat) * sigmoid(logit)
         attract = np.where(intent.is_search[:, None], search_attract, browse_attract)
         cart, buy = world.conversion(peers, items)
         out = np.stack([attract, cart, buy], axis=2).reshape(b, m, k, 3)
         return out.mean(axis=1)
 
-
-def vocab_category_index() -> int:
-    """Index of the category group in ``vocab.GROUPS``."""
-    from envs.synthetic import vocab
-
-    return vocab.GROUPS.index("category")

@@ -58,6 +58,7 @@ from encoders.base import l2_normalize
 from encoders.profiles import BehaviourWeights
 from envs.latent import LatentClassConfig, LatentClasses, exposure_profiles, fit_latent_classes
 from envs.space import ItemSpace
+from shopgym.checks import torch_threads
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.data.io import atomic_write
@@ -549,13 +550,12 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     if cfg.latent_classes >= 2 and train.has_users:
         propensity = inter[S.PROPENSITY].to_numpy(dtype=np.float64) if train.has_propensities else None
         log_theta = np.log(np.maximum(theta[np.minimum(position, len(theta)) - 1], 1e-6))
-        torch.set_num_threads(cfg.threads or threads)
-        model.classes, class_report = fit_latent_classes(
-            space.item_vecs, item, row_user, n_users, clicked, log_theta, req.row_request, req.query,
-            req.is_search, row_weight,
-            exposure_profiles(space.item_vecs, item, row_user, n_users, propensity),
-            LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs, seed=cfg.seed))
-        torch.set_num_threads(threads)
+        with torch_threads(cfg.threads):
+            model.classes, class_report = fit_latent_classes(
+                space.item_vecs, item, row_user, n_users, clicked, log_theta, req.row_request, req.query,
+                req.is_search, row_weight,
+                exposure_profiles(space.item_vecs, item, row_user, n_users, propensity),
+                LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs, seed=cfg.seed))
     coef, n_sessions = _fit_continuation(train, model, req, profile, item, space)
     model.continuation_coef = coef
     model.report = {"rows": int(len(inter)), "requests": int(n_req), "valid_click_nll": history,

@@ -126,7 +126,7 @@ def test_segment_reference_search_is_the_peers_mean_truth(small_world):
         peers = ref.peers[u]
         expected = small_world.attractiveness(peers, np.repeat(shown[row:row + 1], 5, axis=0),
                                               sessions.intent.take(np.zeros(5, dtype=np.int64))).mean(axis=0)
-        np.testing.assert_allclose(got[row, :, 0], expected, rtol=1e-9)
+        np.testing.assert_allclose(got[row, :, 0], expected, rtol=1e-12)
 
 
 def test_segment_reference_browsing_marginalises_the_intent(small_world):

@@ -368,15 +368,15 @@ class SyntheticWorld:
     def attractiveness(self, users: IntArray, items: IntArray, intent: Intent) -> FloatArray:
         """(B, N) true P(click | examined) for each user-item pair."""
         logit = self.config.click_bias + self.taste_logit(users, items) + self.intent_logit(items, intent)
-        return _sigmoid(logit)
+        return sigmoid(logit)
 
     def conversion(self, users: IntArray, items: IntArray) -> tuple[FloatArray, FloatArray]:
         """True P(cart | click) and P(purchase | cart), each (B, N)."""
         p = self.params
         z = self.taste_logit(users, items)
         price_term = self.population.price_sensitivity[np.asarray(users)][:, None] * self.catalog.price_level[items]
-        cart = _sigmoid(p.cart_intercept + p.cart_taste * z - p.cart_price * price_term)
-        purchase = _sigmoid(p.purchase_intercept + p.purchase_taste * z - p.purchase_price * price_term)
+        cart = sigmoid(p.cart_intercept + p.cart_taste * z - p.cart_price * price_term)
+        purchase = sigmoid(p.purchase_intercept + p.purchase_taste * z - p.purchase_price * price_term)
         return cart, purchase
 
     def item_value(
@@ -540,5 +540,6 @@ class SyntheticWorld:
         return out
 
 
-def _sigmoid(x: FloatArray) -> FloatArray:
+def sigmoid(x: FloatArray) -> FloatArray:
+    """Logistic function 1 / (1 + exp(-x)), elementwise (as tanh: no overflow warning)."""
     return 0.5 * (1.0 + np.tanh(0.5 * x))
