@@ -234,7 +234,7 @@ class ResponseModel:
         logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), user_t)
         probs = torch.sigmoid(logits).double().numpy()
         if self.classes is not None:
-            probs[..., 0] = self.classes.attractiveness(item_vecs, query, is_search, items, user_rows)
+            probs[..., 0] = self.classes.attractiveness(item_vecs, query, is_search, items, user_rows, user)
         if not self.has_cart:  # the logs never showed a cart or a purchase: the heads were not trained
             probs[..., 1] = 0.0
         if not self.has_purchase:
@@ -555,7 +555,7 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
                 space.item_vecs, item, row_user, n_users, clicked, log_theta, req.row_request, req.query,
                 req.is_search, row_weight,
                 exposure_profiles(space.item_vecs, item, row_user, n_users, propensity),
-                LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs, seed=cfg.seed))
+                LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs, seed=cfg.seed), profile)
     coef, n_sessions = _fit_continuation(train, model, req, profile, item, space)
     model.continuation_coef = coef
     model.report = {"rows": int(len(inter)), "requests": int(n_req), "valid_click_nll": history,

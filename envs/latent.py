@@ -6,11 +6,14 @@ latent classes of shoppers:
 
 .. math::
     P(c = 1 \mid k, u, i, q) = \theta_k \sum_{c=1}^{C} r_{uc}\,
-        \sigma\big(a_0 + b_i + \omega^\top (q \odot v_i) + \kappa\, q^\top v_i + \beta s + \tau_c^\top v_i\big),
+        \sigma\big(a_0 + b_i + \omega^\top (q \odot v_i) + \kappa\, q^\top v_i + \beta s
+        + \omega_p^\top (p \odot v_i) + \kappa_p\, p^\top v_i + \tau_c^\top v_i\big),
 
 where :math:`v_i` is the item vector, :math:`q` the query vector (zero when browsing), :math:`s` the search
-flag, :math:`b_i` a per-item bias, :math:`\tau_c` the taste of class ``c`` and :math:`\theta_k` the position
-bias (fixed: it comes from the response model). :math:`r_u` is user ``u``'s posterior over classes given
+flag, :math:`p` the shopper's profile at the request (their earlier engagements, the current session's
+included: it carries a session's intent and individual taste, which no class can), :math:`b_i` a per-item
+bias, :math:`\tau_c` the taste of class ``c`` and :math:`\theta_k` the position bias (fixed: it comes from
+the response model). :math:`r_u` is user ``u``'s posterior over classes given
 their training rows :math:`R_u` and a prior computed from their *exposure profile* :math:`x_u` (the unit,
 propensity-weighted sum of the items the logs showed them):
 
@@ -89,6 +92,8 @@ class LatentClasses(nn.Module):
         self.query_weight = nn.Parameter(torch.zeros(dim))
         self.query_cos = nn.Parameter(torch.zeros(1))
         self.search = nn.Parameter(torch.zeros(1))
+        self.profile_weight = nn.Parameter(torch.zeros(dim))
+        self.profile_cos = nn.Parameter(torch.zeros(1))
         self.intercept = nn.Parameter(torch.full((1,), -3.0))
         self.item_bias = nn.Embedding(n_items, 1)
         nn.init.zeros_(self.item_bias.weight)
@@ -103,22 +108,29 @@ class LatentClasses(nn.Module):
         """Number of logged users U."""
         return int(self.posterior.shape[0]) - 1
 
-    def logits(self, v: torch.Tensor, q: torch.Tensor, s: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(..., C) class logits of items ``v`` (..., d) under queries ``q`` (..., d), flags ``s`` (...)."""
+    def logits(self, v: torch.Tensor, q: torch.Tensor, s: torch.Tensor, items: torch.Tensor,
+               p: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., C) class logits of items ``v`` (..., d) under queries ``q`` (..., d), search flags ``s`` (...)
+        and shopper profiles ``p`` (..., d) (None: no profile terms)."""
         qv = q * v
         shared = (self.intercept + self.item_bias(items).squeeze(-1) + qv @ self.query_weight
                   + self.query_cos * qv.sum(-1) + self.search * s)
+        if p is not None:
+            pv = p * v
+            shared = shared + pv @ self.profile_weight + self.profile_cos * pv.sum(-1)
         return shared.unsqueeze(-1) + v @ self.taste.T
 
     @torch.inference_mode()
     def attractiveness(self, item_vecs: np.ndarray, query: np.ndarray, is_search: np.ndarray, items: np.ndarray,
-                       user_rows: np.ndarray | None) -> np.ndarray:
-        """(B, K) float64 P(click | examined) of items (B, K, d) for users ``user_rows`` (B,) (-1: unknown)."""
+                       user_rows: np.ndarray | None, profile: np.ndarray | None = None) -> np.ndarray:
+        """(B, K) float64 P(click | examined) of items (B, K, d) for users ``user_rows`` (B,) (-1: unknown)
+        with profiles ``profile`` (B, d) (None: the profile terms are left out)."""
         b, k, _ = item_vecs.shape
         v = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
         q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).unsqueeze(1)
         s = torch.from_numpy(np.asarray(is_search, dtype=np.float32)).unsqueeze(1)
-        logits = self.logits(v, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)))  # (B, K, C)
+        p = None if profile is None else torch.from_numpy(np.ascontiguousarray(profile, dtype=np.float32)).unsqueeze(1)
+        logits = self.logits(v, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), p)  # (B, K, C)
         rows = np.full(b, -1) if user_rows is None else np.asarray(user_rows)
         rows = np.where((rows >= 0) & (rows < self.n_users), rows, self.n_users).astype(np.int64)
         posterior = self.posterior[torch.from_numpy(rows)].unsqueeze(1)  # (B, 1, C)
@@ -144,7 +156,8 @@ def exposure_profiles(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.
 def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray, n_users: int,
                        clicked: np.ndarray, log_theta: np.ndarray, row_request: np.ndarray, query: np.ndarray,
                        is_search: np.ndarray, row_weight: np.ndarray, exposure: np.ndarray,
-                       config: LatentClassConfig | None = None) -> tuple[LatentClasses, dict[str, Any]]:
+                       config: LatentClassConfig | None = None,
+                       profile: np.ndarray | None = None) -> tuple[LatentClasses, dict[str, Any]]:
     """Fit :class:`LatentClasses` by EM (see the module docstring).
 
     Args:
@@ -160,6 +173,8 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
         row_weight: (n,) inverse-propensity weights (ones without propensities), mean 1.
         exposure: (U, d) exposure profiles (:func:`exposure_profiles`).
         config: fitting options.
+        profile: (R, d) the shopper's profile at each request (time-respecting: earlier engagements only),
+            or None to fit without the profile terms.
 
     Returns:
         The fitted model (eval mode, posteriors set) and a small report (final loss, posterior sharpness).
@@ -180,11 +195,13 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
     t_search = torch.from_numpy(np.asarray(is_search, dtype=np.float32))
     t_weight = torch.from_numpy(np.asarray(row_weight, dtype=np.float32))
     t_exposure = torch.from_numpy(np.asarray(exposure, dtype=np.float32))
+    t_profile = None if profile is None else torch.from_numpy(np.asarray(profile, dtype=np.float32))
 
     def row_loglik(rows: torch.Tensor) -> torch.Tensor:
         """(m, C) log P(y_r | class c)."""
         req = t_request[rows]
-        logits = model.logits(t_items[t_item[rows]], t_query[req], t_search[req], t_item[rows])
+        logits = model.logits(t_items[t_item[rows]], t_query[req], t_search[req], t_item[rows],
+                              None if t_profile is None else t_profile[req])
         log_p = t_log_theta[rows].unsqueeze(-1) + nn.functional.logsigmoid(logits)
         y = t_y[rows].unsqueeze(-1)
         return y * log_p + (1 - y) * torch.log1p(-log_p.exp().clamp(max=1 - 1e-7))
@@ -212,7 +229,7 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
             users = torch.randint(0, n_users, (min(1024, n_users),), generator=generator)
             prior_loss = -(posterior[users] * torch.log_softmax(model.prior(t_exposure[users]), -1)).sum(-1).mean()
             penalty = cfg.l2 * (model.taste.pow(2).sum() + model.item_bias.weight.pow(2).sum()
-                                + model.query_weight.pow(2).sum())
+                                + model.query_weight.pow(2).sum() + model.profile_weight.pow(2).sum())
             optimiser.zero_grad()
             (loss + prior_loss + penalty).backward()
             optimiser.step()

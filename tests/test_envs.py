@@ -259,7 +259,7 @@ def test_latent_classes_are_fitted_on_logs_with_users_and_survive_save_and_load(
     np.testing.assert_array_equal(model.predict(*args), loaded.predict(*args))
     # the class mixture, not the MLP's click head, answers P(click | examined)
     np.testing.assert_allclose(model.predict(*args)[..., 0],
-                               model.classes.attractiveness(args[1], args[2], args[3], items, args[5]))
+                               model.classes.attractiveness(args[1], args[2], args[3], items, args[5], args[0]))
 
 
 def test_latent_classes_can_be_turned_off(setup) -> None:
