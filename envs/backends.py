@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from scipy.special import softmax
 
 from envs.fitted import ResponseModel, page_features
 from envs.space import ItemSpace
@@ -171,8 +172,7 @@ class SegmentReferenceBackend(TrueWorldBackend):
         search_attract = sigmoid(logit + world.intent_logit(items, intent))
         category = vocab.GROUPS.index("category")
         category_taste = world.population.tastes[category][peers]  # (B*M, n_categories)
-        pi = np.exp(category_taste - category_taste.max(axis=1, keepdims=True))
-        pi /= pi.sum(axis=1, keepdims=True)
+        pi = softmax(category_taste, axis=1)
         p_cat = np.take_along_axis(pi, world.catalog.values[items, category], axis=1)
         bonus = world.params.browse_intent_bonus
         browse_attract = p_cat * sigmoid(logit + bonus) + (1.0 - p_cat) * sigmoid(logit)

@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 
 from encoders.base import l2_normalize
 from encoders.profiles import BehaviourWeights
-from envs.latent import LatentClassConfig, LatentClasses, exposure_profiles, fit_latent_classes
+from envs.latent import LatentClassConfig, LatentClasses, exposure_profiles, fit_latent_classes, table_rows
 from envs.space import ItemSpace
 from shopgym.checks import torch_threads
 from shopgym.data import LoggedData
@@ -227,9 +227,7 @@ class ResponseModel:
         q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).unsqueeze(1)
         i = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
         s = torch.from_numpy(np.asarray(is_search, dtype=np.float32)).unsqueeze(1)
-        n_users = self.net.user_taste.num_embeddings - 1
-        rows = np.full(b, -1) if user_rows is None else np.asarray(user_rows)
-        rows = np.where((rows >= 0) & (rows < n_users), rows, n_users).astype(np.int64)
+        rows = table_rows(user_rows, self.net.user_taste.num_embeddings - 1, b)
         user_t = torch.from_numpy(rows).unsqueeze(1).expand(b, k)
         logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), user_t)
         probs = torch.sigmoid(logits).double().numpy()

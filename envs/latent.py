@@ -53,7 +53,7 @@ class LatentClassConfig:
         max_steps_per_epoch: cap on the Adam steps per M-step.
         batch_size: rows per Adam step.
         lr: Adam learning rate.
-        l2: L2 penalty on the class tastes, the item biases and the query weights.
+        l2: L2 penalty on the class tastes, the item biases, the query weights and the profile weights.
         seed: torch seed (class initialisation and minibatches).
     """
 
@@ -110,8 +110,11 @@ class LatentClasses(nn.Module):
 
     def logits(self, v: torch.Tensor, q: torch.Tensor, s: torch.Tensor, items: torch.Tensor,
                p: torch.Tensor | None = None) -> torch.Tensor:
-        """(..., C) class logits of items ``v`` (..., d) under queries ``q`` (..., d), search flags ``s`` (...)
-        and shopper profiles ``p`` (..., d) (None: no profile terms)."""
+        """(..., C) class logits of items ``v`` (..., d).
+
+        Under queries ``q`` (..., d), search flags ``s`` (...) and shopper profiles ``p`` (..., d) (None: no
+        profile terms).
+        """
         qv = q * v
         shared = (self.intercept + self.item_bias(items).squeeze(-1) + qv @ self.query_weight
                   + self.query_cos * qv.sum(-1) + self.search * s)
@@ -123,18 +126,28 @@ class LatentClasses(nn.Module):
     @torch.inference_mode()
     def attractiveness(self, item_vecs: np.ndarray, query: np.ndarray, is_search: np.ndarray, items: np.ndarray,
                        user_rows: np.ndarray | None, profile: np.ndarray | None = None) -> np.ndarray:
-        """(B, K) float64 P(click | examined) of items (B, K, d) for users ``user_rows`` (B,) (-1: unknown)
-        with profiles ``profile`` (B, d) (None: the profile terms are left out)."""
+        """(B, K) float64 P(click | examined) of items (B, K, d) for users ``user_rows`` (B,) (-1: unknown).
+
+        ``profile`` (B, d) holds the users' profiles (None: the profile terms are left out).
+        """
         b, k, _ = item_vecs.shape
         v = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
         q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).unsqueeze(1)
         s = torch.from_numpy(np.asarray(is_search, dtype=np.float32)).unsqueeze(1)
         p = None if profile is None else torch.from_numpy(np.ascontiguousarray(profile, dtype=np.float32)).unsqueeze(1)
         logits = self.logits(v, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), p)  # (B, K, C)
-        rows = np.full(b, -1) if user_rows is None else np.asarray(user_rows)
-        rows = np.where((rows >= 0) & (rows < self.n_users), rows, self.n_users).astype(np.int64)
+        rows = table_rows(user_rows, self.n_users, b)
         posterior = self.posterior[torch.from_numpy(rows)].unsqueeze(1)  # (B, 1, C)
         return (torch.sigmoid(logits) * posterior).sum(-1).double().numpy()
+
+
+def table_rows(user_rows: np.ndarray | None, n_users: int, size: int) -> np.ndarray:
+    """(size,) int64 rows of a per-user table: logged users 0..n_users-1, then one row for everyone else.
+
+    ``user_rows`` as given, with -1, out-of-range rows or None (everyone unknown) mapped to row ``n_users``.
+    """
+    rows = np.full(size, -1) if user_rows is None else np.asarray(user_rows)
+    return np.where((rows >= 0) & (rows < n_users), rows, n_users).astype(np.int64)
 
 
 def exposure_profiles(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray, n_users: int,
