@@ -126,6 +126,10 @@ def _common(train: LoggedData, space: ItemSpace, config: EnvConfig) -> tuple[Use
     return users, generator, default
 
 
+#: the response backends a synthetic-world simulator can have (see :func:`world_simulator`)
+WORLD_BACKENDS = ("true", "segment", "fitted")
+
+
 def world_simulator(setup: WorldSetup, config: EnvConfig | None = None, *,
                     backend: Literal["true", "segment", "fitted"] = "true",
                     model: ResponseModel | None = None) -> Simulator:
@@ -150,7 +154,7 @@ def world_simulator(setup: WorldSetup, config: EnvConfig | None = None, *,
         engine = FittedBackend(model, setup.space)
         default = model.default_profile
     else:
-        raise ConfigError(f"`backend` must be 'true', 'segment' or 'fitted', got {backend!r}")
+        raise ConfigError(f"`backend` must be one of {', '.join(map(repr, WORLD_BACKENDS))}, got {backend!r}")
     return Simulator(setup.space, users, generator, engine, source, config, _prices(setup.logs.items), default)
 
 

@@ -139,9 +139,11 @@ def backend_name(value: Any) -> str:
 
     On the command line Hydra reads ``backend=true`` as the boolean True (YAML), so that is accepted too.
     """
+    from envs.build import WORLD_BACKENDS
+
     name = "true" if value is True else str(value)
-    if name not in ("true", "segment", "fitted"):
-        raise ConfigError(f"`backend` must be 'true', 'segment' or 'fitted', got {value!r}")
+    if name not in WORLD_BACKENDS:
+        raise ConfigError(f"`backend` must be one of {', '.join(map(repr, WORLD_BACKENDS))}, got {value!r}")
     return name
 
 

@@ -90,17 +90,19 @@ def _fidelity(args: argparse.Namespace) -> int:
         scorers = {"random": (E.random_scorer, False), "popularity": (E.popularity_scorer, False),
                    "cosine": (E.cosine_scorer, False), "logging": (E.logging_scorer(setup.world), True),
                    "oracle-greedy": (E.oracle_scorer(setup.world), False)}
-        truth = {name: E.run_sessions(true_sim, scorer, args.sessions, seed=args.seed, name=name, slots_scorer=slots)
-                 for name, (scorer, slots) in scorers.items()}
-        segment_sim = world_simulator(setup, backend="segment")
-        reference = {name: E.run_sessions(segment_sim, scorer, args.sessions, seed=args.seed, name=name,
-                                          slots_scorer=slots) for name, (scorer, slots) in scorers.items()}
+
+        def run_policies(sim: Any) -> dict[str, Any]:
+            """Every reference policy's value in ``sim`` (same sessions and seed for every simulator)."""
+            return {name: E.run_sessions(sim, scorer, args.sessions, seed=args.seed, name=name, slots_scorer=slots)
+                    for name, (scorer, slots) in scorers.items()}
+
+        truth = run_policies(true_sim)
+        reference = run_policies(world_simulator(setup, backend="segment"))
         runs = []
         for refit in range(args.refits):
             fitted_model = model if refit == 0 else fit_response_model(train, space, FitConfig(seed=refit))
             fitted_sim = world_simulator(setup, backend="fitted", model=fitted_model)
-            runs.append({name: E.run_sessions(fitted_sim, scorer, args.sessions, seed=args.seed, name=name,
-                                              slots_scorer=slots) for name, (scorer, slots) in scorers.items()})
+            runs.append(run_policies(fitted_sim))
             if refit == 0:
                 lengths = E.session_lengths(fitted_sim, E.logging_scorer(setup.world), args.sessions,
                                             seed=args.seed, slots_scorer=True)
