@@ -56,7 +56,14 @@ from tqdm.auto import tqdm
 
 from encoders.base import l2_normalize
 from encoders.profiles import BehaviourWeights
-from envs.latent import LatentClassConfig, LatentClasses, exposure_profiles, fit_latent_classes, table_rows
+from envs.latent import (
+    LatentClassConfig,
+    LatentClasses,
+    exposure_profiles,
+    fit_latent_classes,
+    logged_rankings,
+    table_rows,
+)
 from envs.space import ItemSpace
 from shopgym.checks import torch_threads
 from shopgym.data import LoggedData
@@ -90,6 +97,8 @@ class FitConfig:
         latent_classes: number of latent shopper classes of the attractiveness model (:mod:`envs.latent`),
             0 to turn it off; used only when the logs have user ids (else the MLP's click head answers).
         class_epochs: EM rounds of the latent-class model.
+        logged_rankings: let the latent classes learn from the order of the pages the logging policy ranked
+            itself (:func:`envs.latent.logged_rankings`); False learns from clicks and exposure only.
         seed: torch seed.
         threads: torch threads (None: torch's default).
     """
@@ -108,6 +117,7 @@ class FitConfig:
     max_weight: float = 50.0
     latent_classes: int = 16
     class_epochs: int = 30
+    logged_rankings: bool = True
     seed: int = 0
     threads: int | None = None
 
@@ -548,12 +558,14 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     if cfg.latent_classes >= 2 and train.has_users:
         propensity = inter[S.PROPENSITY].to_numpy(dtype=np.float64) if train.has_propensities else None
         log_theta = np.log(np.maximum(theta[np.minimum(position, len(theta)) - 1], 1e-6))
+        pages = logged_rankings(req.row_request, position, propensity) if cfg.logged_rankings else None
         with torch_threads(cfg.threads):
             model.classes, class_report = fit_latent_classes(
                 space.item_vecs, item, row_user, n_users, clicked, log_theta, req.row_request, req.query,
                 req.is_search, row_weight,
                 exposure_profiles(space.item_vecs, item, row_user, n_users, propensity),
-                LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs, seed=cfg.seed), profile)
+                LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs, seed=cfg.seed), profile,
+                pages)
     coef, n_sessions = _fit_continuation(train, model, req, profile, item, space)
     model.continuation_coef = coef
     model.report = {"rows": int(len(inter)), "requests": int(n_req), "valid_click_nll": history,

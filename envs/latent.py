@@ -1,4 +1,4 @@
-r"""Latent shopper classes: a mixture of logistic click models whose class prior is learned from exposure.
+r"""Latent shopper classes: a mixture of logistic click models informed by what the logging policy showed.
 
 Shoppers differ in taste far more than a few clicks reveal, but a personalised logging policy's choices
 reveal what it believed each shopper likes. This module models attractiveness as a mixture over ``C``
@@ -7,24 +7,41 @@ latent classes of shoppers:
 .. math::
     P(c = 1 \mid k, u, i, q) = \theta_k \sum_{c=1}^{C} r_{uc}\,
         \sigma\big(a_0 + b_i + \omega^\top (q \odot v_i) + \kappa\, q^\top v_i + \beta s
-        + \omega_p^\top (p \odot v_i) + \kappa_p\, p^\top v_i + \tau_c^\top v_i\big),
+        + \omega_p^\top (p \odot v_i) + \kappa_p\, p^\top v_i + (\tau_c + \gamma \rho_c)^\top v_i\big),
 
 where :math:`v_i` is the item vector, :math:`q` the query vector (zero when browsing), :math:`s` the search
 flag, :math:`p` the shopper's profile at the request (their earlier engagements, the current session's
 included: it carries a session's intent and individual taste, which no class can), :math:`b_i` a per-item
 bias, :math:`\tau_c` the taste of class ``c`` and :math:`\theta_k` the position bias (fixed: it comes from
-the response model). :math:`r_u` is user ``u``'s posterior over classes given
-their training rows :math:`R_u` and a prior computed from their *exposure profile* :math:`x_u` (the unit,
+the response model).
+
+:math:`\rho_c` is class ``c``'s taste *as the logging policy saw it*, learned from the order of the pages
+the logging policy ranked itself (not its exploration): a Plackett-Luce model of each such page's shown
+order :math:`(i_1, \dots, i_K)`,
+
+.. math::
+    L_c(\text{page}) = \prod_{k=1}^{K} \frac{\exp(\rho_c^\top v_{i_k})}{\sum_{j \ge k} \exp(\rho_c^\top v_{i_j})}.
+
+A page carries ``K - 1`` comparisons of what the logging policy believed the shopper prefers; clicks are
+rare, so across a class these orders say far more about its taste than its clicks do. The gain
+:math:`\gamma` is learned from clicks (with the same inverse-propensity weights as everything else), so a
+logging policy whose beliefs do not predict clicks gets :math:`\gamma \approx 0`; :math:`\rho_c` itself is
+learned from the orders only.
+
+:math:`r_u` is user ``u``'s posterior over classes given their training rows :math:`R_u`, their ranked
+pages :math:`G_u` and a prior computed from their *exposure profile* :math:`x_u` (the unit,
 propensity-weighted sum of the items the logs showed them):
 
 .. math::
     \pi_u = \mathrm{softmax}(W x_u + w_0), \qquad
-    r_{uc} \propto \pi_{uc} \prod_{r \in R_u} P(y_r \mid c).
+    r_{uc} \propto \pi_{uc} \prod_{r \in R_u} P(y_r \mid c) \prod_{g \in G_u} L_c(g).
 
 Users unknown to the logs get :math:`\mathrm{softmax}(w_0)`. Fitting is expectation-maximisation: the
 E-step computes every :math:`r_u` exactly; the M-step takes Adam steps on the inverse-propensity-weighted
-expected complete-data log-likelihood :math:`\sum_r w_r \sum_c r_{u_r c} \log P(y_r \mid c)` plus the
-cross-entropy of the prior against the posteriors. The number of epochs is fixed (no early stopping).
+expected complete-data log-likelihood :math:`\sum_r w_r \sum_c r_{u_r c} \log P(y_r \mid c)`, the expected
+log-likelihood of the ranked pages :math:`\sum_g \sum_c r_{u_g c} \log L_c(g)` (each a mean over its
+minibatch) and the cross-entropy of the prior against the posteriors. The number of epochs is fixed (no
+early stopping). Without ranked pages (uniformly random logs, or ``ranked_pages=None``) :math:`\rho = 0`.
 """
 
 from __future__ import annotations
@@ -97,6 +114,8 @@ class LatentClasses(nn.Module):
         self.intercept = nn.Parameter(torch.full((1,), -3.0))
         self.item_bias = nn.Embedding(n_items, 1)
         nn.init.zeros_(self.item_bias.weight)
+        self.logger_taste = nn.Parameter(torch.zeros(n_classes, dim))
+        self.logger_gain = nn.Parameter(torch.zeros(1))
         self.prior = nn.Linear(dim, n_classes)
         nn.init.zeros_(self.prior.weight)
         nn.init.zeros_(self.prior.bias)
@@ -121,7 +140,8 @@ class LatentClasses(nn.Module):
         if p is not None:
             pv = p * v
             shared = shared + pv @ self.profile_weight + self.profile_cos * pv.sum(-1)
-        return shared.unsqueeze(-1) + v @ self.taste.T
+        # rho is learned from the logged orders only; clicks fit its gain
+        return shared.unsqueeze(-1) + v @ (self.taste + self.logger_gain * self.logger_taste.detach()).T
 
     @torch.inference_mode()
     def attractiveness(self, item_vecs: np.ndarray, query: np.ndarray, is_search: np.ndarray, items: np.ndarray,
@@ -166,11 +186,41 @@ def exposure_profiles(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.
     return l2_normalize(np.asarray(by_user @ item_vecs[row_item].astype(np.float64))).astype(np.float32)
 
 
+def logged_rankings(row_request: np.ndarray, position: np.ndarray, propensity: np.ndarray | None) -> np.ndarray:
+    """(P, K) int64 rows of the pages the logging policy ranked itself, in position order; -1 pads short pages.
+
+    A page is a request's shown rows (at least two). With propensities, a page counts only if every one of
+    its slots was shown with at least half the log's median propensity: pages drawn by the logging policy's
+    exploration (e.g. uniformly random rankings, whose slots have low propensities) say nothing about what
+    it believed the shopper likes. Logs without propensities count every page.
+
+    Args:
+        row_request: (n,) request index of each row, in 0..R-1.
+        position: (n,) 1-based position of each row.
+        propensity: (n,) logged propensity of each row, or None.
+    """
+    order = np.lexsort((np.asarray(position), np.asarray(row_request)))
+    by_request = np.asarray(row_request)[order]
+    if len(order) == 0:
+        return np.zeros((0, 0), dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, by_request[1:] != by_request[:-1]])
+    lengths = np.diff(np.r_[starts, len(order)])
+    keep = lengths >= 2
+    if propensity is not None:
+        p = np.asarray(propensity, dtype=np.float64)
+        keep &= np.minimum.reduceat(p[order], starts) >= 0.5 * np.median(p)
+    column = np.arange(len(order)) - np.repeat(starts, lengths)
+    pages = np.full((len(starts), int(lengths.max())), -1, dtype=np.int64)
+    pages[np.repeat(np.arange(len(starts)), lengths), column] = order
+    return pages[keep]
+
+
 def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray, n_users: int,
                        clicked: np.ndarray, log_theta: np.ndarray, row_request: np.ndarray, query: np.ndarray,
                        is_search: np.ndarray, row_weight: np.ndarray, exposure: np.ndarray,
                        config: LatentClassConfig | None = None,
-                       profile: np.ndarray | None = None) -> tuple[LatentClasses, dict[str, Any]]:
+                       profile: np.ndarray | None = None,
+                       ranked_pages: np.ndarray | None = None) -> tuple[LatentClasses, dict[str, Any]]:
     """Fit :class:`LatentClasses` by EM (see the module docstring).
 
     Args:
@@ -188,6 +238,8 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
         config: fitting options.
         profile: (R, d) the shopper's profile at each request (time-respecting: earlier engagements only),
             or None to fit without the profile terms.
+        ranked_pages: (P, K) rows of the pages the logging policy ranked (:func:`logged_rankings`), or None
+            to learn nothing from the logged orders (then rho = 0).
 
     Returns:
         The fitted model (eval mode, posteriors set) and a small report (final loss, posterior sharpness).
@@ -209,6 +261,12 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
     t_weight = torch.from_numpy(np.asarray(row_weight, dtype=np.float32))
     t_exposure = torch.from_numpy(np.asarray(exposure, dtype=np.float32))
     t_profile = None if profile is None else torch.from_numpy(np.asarray(profile, dtype=np.float32))
+    pages = np.zeros((0, 2), np.int64) if ranked_pages is None or len(ranked_pages) == 0 else (
+        np.asarray(ranked_pages, dtype=np.int64))
+    n_pages = len(pages)
+    t_page_user = torch.from_numpy(np.asarray(row_user, dtype=np.int64)[pages[:, 0]])
+    t_page_item = torch.from_numpy(np.where(pages >= 0, np.asarray(row_item, dtype=np.int64)[pages], 0))
+    t_page_valid = torch.from_numpy(pages >= 0)
 
     def row_loglik(rows: torch.Tensor) -> torch.Tensor:
         """(m, C) log P(y_r | class c)."""
@@ -219,12 +277,22 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
         y = t_y[rows].unsqueeze(-1)
         return y * log_p + (1 - y) * torch.log1p(-log_p.exp().clamp(max=1 - 1e-7))
 
+    def page_loglik(idx: torch.Tensor) -> torch.Tensor:
+        """(m, C) Plackett-Luce log L_c of ranked pages ``idx`` under each class's logger taste."""
+        valid = t_page_valid[idx]
+        scores = (t_items[t_page_item[idx]] @ model.logger_taste.T).masked_fill(~valid.unsqueeze(-1), -1e4)
+        tail = torch.logcumsumexp(scores.flip(1), dim=1).flip(1)  # log sum_{j >= k} exp(score_j)
+        return ((scores - tail) * valid.unsqueeze(-1)).sum(1)
+
     def e_step() -> torch.Tensor:
         with torch.no_grad():
             total = torch.zeros(n_users, cfg.n_classes)
             for start in range(0, n, 65536):
                 rows = torch.arange(start, min(start + 65536, n))
                 total.index_add_(0, t_user[rows], row_loglik(rows))
+            for start in range(0, n_pages, 65536):
+                idx = torch.arange(start, min(start + 65536, n_pages))
+                total.index_add_(0, t_page_user[idx], page_loglik(idx))
             posterior = torch.softmax(total + torch.log_softmax(model.prior(t_exposure), -1), -1)
             model.posterior[:n_users] = posterior
             model.posterior[n_users] = torch.softmax(model.prior.bias, -1)  # users unknown to the logs
@@ -243,11 +311,15 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
             prior_loss = -(posterior[users] * torch.log_softmax(model.prior(t_exposure[users]), -1)).sum(-1).mean()
             penalty = cfg.l2 * (model.taste.pow(2).sum() + model.item_bias.weight.pow(2).sum()
                                 + model.query_weight.pow(2).sum() + model.profile_weight.pow(2).sum())
+            rank_loss = torch.zeros(())
+            if n_pages:
+                idx = torch.randint(0, n_pages, (min(2048, n_pages),), generator=generator)
+                rank_loss = -(posterior[t_page_user[idx]] * page_loglik(idx)).sum(-1).mean()
             optimiser.zero_grad()
-            (loss + prior_loss + penalty).backward()
+            (loss + prior_loss + penalty + rank_loss).backward()
             optimiser.step()
     posterior = e_step()
     model.eval()
     report = {"final_loss": float(loss.detach()), "mean_max_posterior": float(posterior.max(-1).values.mean()),
-              "config": asdict(cfg)}
+              "ranked_pages": n_pages, "logger_gain": float(model.logger_gain.detach()), "config": asdict(cfg)}
     return model, report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.latent import LatentClassConfig, exposure_profiles, fit_latent_classes
+from envs.latent import LatentClassConfig, exposure_profiles, fit_latent_classes, logged_rankings
 from shopgym.errors import ConfigError
 
 D, N_ITEMS, N_USERS, ROWS_PER_USER = 8, 40, 200, 60
@@ -112,6 +112,63 @@ def test_profile_terms_learn_that_shoppers_click_what_matches_their_profile():
     flat = without.attractiveness(vecs[items], np.zeros((50, D)), np.zeros(50, bool), items, users, prof)
     assert float(with_profile.profile_cos.detach()) > 0.5
     assert np.abs(pred - truth).mean() < 0.5 * np.abs(flat - truth).mean()
+
+
+def ranked_problem(seed: int = 3):
+    """Two classes with opposite tastes; clicks too rare to tell them apart; the logger ranks by taste.
+
+    Each page shows 5 random items, ordered by the logging policy's noisy belief of the shopper's taste
+    (+1 for their class's item group). Clicks come at 0.03 on the class's group and 0.01 elsewhere.
+    """
+    vecs, _, _, user_class, _, _ = planted_problem(seed)
+    rng = np.random.default_rng(seed + 100)
+    group = np.repeat([0, 1], N_ITEMS // 2)
+    pages_per_user, per_page = 6, 5
+    n_pages = N_USERS * pages_per_user
+    page_user = np.repeat(np.arange(N_USERS), pages_per_user)
+    shown = np.stack([rng.choice(N_ITEMS, per_page, replace=False) for _ in range(n_pages)])
+    belief = (group[shown] == user_class[page_user][:, None]) + rng.normal(0, 0.5, shown.shape)
+    shown = np.take_along_axis(shown, np.argsort(-belief, axis=1), axis=1)
+    row_item = shown.reshape(-1)
+    row_request = np.repeat(np.arange(n_pages), per_page)
+    row_user = page_user[row_request]
+    position = np.tile(np.arange(1, per_page + 1), n_pages)
+    likes = group[row_item] == user_class[row_user]
+    clicked = (rng.random(len(row_item)) < np.where(likes, 0.03, 0.01)).astype(np.float64)
+    return vecs, row_item, row_user, row_request, position, user_class, clicked
+
+
+def test_logged_orders_identify_classes_that_clicks_cannot():
+    vecs, row_item, row_user, row_request, position, user_class, clicked = ranked_problem()
+    n, n_req = len(row_item), int(row_request.max()) + 1
+    args = (vecs, row_item, row_user, N_USERS, clicked, np.zeros(n), row_request, np.zeros((n_req, D)),
+            np.zeros(n_req, bool), np.ones(n), np.zeros((N_USERS, D), np.float32),
+            LatentClassConfig(n_classes=2, epochs=20))
+    pages = logged_rankings(row_request, position, None)
+    assert pages.shape == (n_req, 5)
+    with_orders, report = fit_latent_classes(*args, ranked_pages=pages)
+    without, _ = fit_latent_classes(*args)
+
+    def agreement(model):
+        assignment = model.posterior[:N_USERS].argmax(-1).numpy()
+        return max((assignment == user_class).mean(), (assignment != user_class).mean())
+
+    assert agreement(with_orders) > 0.95
+    assert agreement(without) < 0.8
+    assert report["ranked_pages"] == n_req
+    # clicks follow the logger's beliefs here, so the gain on the learned logger tastes is positive
+    assert report["logger_gain"] > 0.0
+
+
+def test_logged_rankings_orders_pads_and_leaves_out_exploration():
+    row_request = np.array([2, 0, 0, 1, 0, 2, 3, 3])
+    position = np.array([2, 3, 1, 1, 2, 1, 1, 2])
+    pages = logged_rankings(row_request, position, None)
+    # request 0 has 3 rows (in position order), 2 and 3 have 2 each; request 1 (one row) is no ranking
+    np.testing.assert_array_equal(pages, [[2, 4, 1], [5, 0, -1], [6, 7, -1]])
+    propensity = np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.01])  # request 3 has an exploration slot
+    np.testing.assert_array_equal(logged_rankings(row_request, position, propensity), [[2, 4, 1], [5, 0, -1]])
+    assert logged_rankings(np.zeros(0, np.int64), np.zeros(0, np.int64), None).shape[0] == 0
 
 
 def test_same_seed_same_model():
