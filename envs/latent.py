@@ -192,7 +192,9 @@ def logged_rankings(row_request: np.ndarray, position: np.ndarray, propensity: n
     A page is a request's shown rows (at least two). With propensities, a page counts only if every one of
     its slots was shown with at least half the log's median propensity: pages drawn by the logging policy's
     exploration (e.g. uniformly random rankings, whose slots have low propensities) say nothing about what
-    it believed the shopper likes. Logs without propensities count every page.
+    it believed the shopper likes. A log whose propensities are all one value below 1 comes from a uniformly
+    random logging policy (such as the Open Bandit Dataset's "random" logs): no page counts. Logs without
+    propensities count every page.
 
     Args:
         row_request: (n,) request index of each row, in 0..R-1.
@@ -209,6 +211,8 @@ def logged_rankings(row_request: np.ndarray, position: np.ndarray, propensity: n
     if propensity is not None:
         p = np.asarray(propensity, dtype=np.float64)
         keep &= np.minimum.reduceat(p[order], starts) >= 0.5 * np.median(p)
+        if np.ptp(p) == 0.0 and p[0] < 1.0:  # uniformly random rankings: no beliefs to learn from
+            keep[:] = False
     column = np.arange(len(order)) - np.repeat(starts, lengths)
     pages = np.full((len(starts), int(lengths.max())), -1, dtype=np.int64)
     pages[np.repeat(np.arange(len(starts)), lengths), column] = order

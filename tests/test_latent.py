@@ -169,6 +169,9 @@ def test_logged_rankings_orders_pads_and_leaves_out_exploration():
     propensity = np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.01])  # request 3 has an exploration slot
     np.testing.assert_array_equal(logged_rankings(row_request, position, propensity), [[2, 4, 1], [5, 0, -1]])
     assert logged_rankings(np.zeros(0, np.int64), np.zeros(0, np.int64), None).shape[0] == 0
+    # a uniformly random logger (one propensity below 1 everywhere) ranked nothing; a deterministic one did
+    assert logged_rankings(row_request, position, np.full(8, 0.1)).shape[0] == 0
+    assert logged_rankings(row_request, position, np.ones(8)).shape[0] == 3
 
 
 def test_same_seed_same_model():
