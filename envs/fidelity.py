@@ -56,11 +56,13 @@ class FidelityReport:
     refits: list[dict[str, float]] = field(default_factory=list)
     reference_kendall_tau: float | None = None
     reference_mean_abs_relative_error: float | None = None
+    attractiveness: dict[str, Any] = field(default_factory=dict)
 
     def to_markdown(self) -> str:
         """The report as markdown."""
         lines = [f"# Simulator fidelity: {self.dataset}", "",
                  f"Fitted on {self.train_rows:,} earlier rows, compared with {self.test_rows:,} later rows.", "",
+                 *([describe_attractiveness(self.attractiveness), ""] if self.attractiveness else []),
                  "## CTR by position (logged rankings replayed in the simulator)", "",
                  "| position | held-out CTR | 95% CI | simulated CTR | inside |", "|---|---|---|---|---|"]
         for row in self.ctr_by_position:
@@ -105,6 +107,28 @@ class FidelityReport:
                              f"{values} |")
             lines.append("")
         return "\n".join(lines)
+
+
+def attractiveness_summary(model: ResponseModel) -> dict[str, Any]:
+    """Which attractiveness model answers, and what the latent classes learned from (from ``model.report``)."""
+    classes = (model.report or {}).get("latent_classes")
+    if not classes:
+        return {"kind": "mlp"}
+    return {"kind": "latent_classes", "n_classes": int(classes["config"]["n_classes"]),
+            "mean_max_posterior": float(classes["mean_max_posterior"]),
+            "ranked_pages": int(classes.get("ranked_pages", 0)), "logger_gain": float(classes.get("logger_gain", 0.0))}
+
+
+def describe_attractiveness(summary: dict[str, Any]) -> str:
+    """One sentence on the attractiveness model of :func:`attractiveness_summary`."""
+    if summary.get("kind") != "latent_classes":
+        return "Attractiveness: the MLP click head (no user ids in the logs, or latent classes turned off)."
+    pages = summary["ranked_pages"]
+    orders = (f"the order of {pages:,} pages the logging policy ranked itself (gain on its beliefs "
+              f"{summary['logger_gain']:.2f})" if pages else "no logged orders (no page the logging policy ranked "
+              "itself)")
+    return (f"Attractiveness: {summary['n_classes']} latent shopper classes (mean largest posterior "
+            f"{summary['mean_max_posterior']:.2f}), learned from clicks, exposure and {orders}.")
 
 
 def wilson(successes: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
@@ -223,6 +247,7 @@ def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space
         session_length_tv=tv, policies=policies or [], kendall_tau=tau, mean_abs_relative_error=mare,
         examination=model.examination_logged.tolist(), refits=refits or [],
         reference_kendall_tau=ref_tau, reference_mean_abs_relative_error=ref_mare,
+        attractiveness=attractiveness_summary(model),
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from envs.fidelity import _auc, total_variation, wilson
+from envs.fidelity import _auc, describe_attractiveness, total_variation, wilson
 from shopgym.cli import main
 
 
@@ -72,6 +72,19 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     assert "Segment reference" in (out / "fidelity.md").read_text()
     assert 0.0 <= report["session_length_tv"] <= 1.0
     assert "Kendall tau" in capsys.readouterr().out
+    # the report says which attractiveness model answered: classes that learned from the logger's own pages
+    summary = report["attractiveness"]
+    assert summary["kind"] == "latent_classes" and summary["ranked_pages"] > 0
+    assert f"the order of {summary['ranked_pages']:,} pages" in (out / "fidelity.md").read_text()
+
+
+def test_describe_attractiveness_names_the_model_and_what_it_learned_from():
+    assert "MLP click head" in describe_attractiveness({"kind": "mlp"})
+    classes = {"kind": "latent_classes", "n_classes": 16, "mean_max_posterior": 0.93, "ranked_pages": 0,
+               "logger_gain": 0.0}
+    assert "16 latent shopper classes" in describe_attractiveness(classes)
+    assert "no logged orders" in describe_attractiveness(classes)
+    assert "gain on its beliefs 1.80" in describe_attractiveness({**classes, "ranked_pages": 5, "logger_gain": 1.8})
 
 
 def test_simulate_fidelity_rejects_zero_refits(tmp_path: Path, capsys):
