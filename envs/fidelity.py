@@ -91,6 +91,14 @@ class FidelityReport:
                              f"{p['fitted']:.3f} ± {p['fitted_se']:.3f} | {p['relative_error']:+.1%} |{ref}")
             lines += ["", f"Fitted simulator: Kendall tau {self.kendall_tau:.2f}; mean absolute relative error "
                       f"{self.mean_abs_relative_error:.1%}.", ""]
+            if all("per_page_error" in p for p in self.policies):
+                lines += ["Where the error lies (a session's value is its pages times its reward per page):", "",
+                          "| policy | reward per page: true | fitted | error | pages per session: true | fitted | "
+                          "error |", "|---|---|---|---|---|---|---|"]
+                lines += [f"| {p['policy']} | {p['true_per_page']:.3f} | {p['fitted_per_page']:.3f} | "
+                          f"{p['per_page_error']:+.1%} | {p['true_pages']:.2f} | {p['fitted_pages']:.2f} | "
+                          f"{p['length_error']:+.1%} |" for p in self.policies]
+                lines.append("")
             if has_ref and self.reference_kendall_tau is not None:
                 lines += [f"Segment reference (the truth as known to a model that identified every shopper's "
                           f"segment and nothing individual): Kendall tau {self.reference_kendall_tau:.2f}; mean "
@@ -107,6 +115,22 @@ class FidelityReport:
                              f"{values} |")
             lines.append("")
         return "\n".join(lines)
+
+
+def split_value_error(policy: dict[str, Any]) -> dict[str, float]:
+    r"""Split a policy's value error into what shoppers earn per page and how long they stay.
+
+    A session's value is its pages times its reward per page, so
+    :math:`1 + e_{value} = (1 + e_{page})(1 + e_{length})` (exact for one simulator run; for a mean over
+    refits, up to the spread between refits). ``policy`` holds ``true_per_page``, ``fitted_per_page``,
+    ``true_pages`` and ``fitted_pages``; returns ``per_page_error`` and ``length_error`` (empty if any is
+    missing).
+    """
+    names = ("true_per_page", "fitted_per_page", "true_pages", "fitted_pages")
+    if not all(name in policy for name in names):
+        return {}
+    return {"per_page_error": policy["fitted_per_page"] / policy["true_per_page"] - 1.0,
+            "length_error": policy["fitted_pages"] / policy["true_pages"] - 1.0}
 
 
 def attractiveness_summary(model: ResponseModel) -> dict[str, Any]:
@@ -233,6 +257,7 @@ def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space
         fitted = np.array([p["fitted"] for p in policies])
         for p in policies:
             p["relative_error"] = (p["fitted"] - p["true"]) / p["true"]
+            p.update(split_value_error(p))
         tau, mare = policy_agreement(truth, fitted)
         if all("reference" in p for p in policies):
             for p in policies:

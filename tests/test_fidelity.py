@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from envs.fidelity import _auc, describe_attractiveness, total_variation, wilson
+from envs.fidelity import _auc, describe_attractiveness, split_value_error, total_variation, wilson
 from shopgym.cli import main
 
 
@@ -70,12 +70,28 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
         assert p["reference"] > 0 and p["reference_error"] == pytest.approx(p["reference"] / p["true"] - 1)
     assert -1.0 <= report["reference_kendall_tau"] <= 1.0 and report["reference_mean_abs_relative_error"] >= 0
     assert "Segment reference" in (out / "fidelity.md").read_text()
+    # each value error split into reward per page and pages per session (their product, up to the refits' spread)
+    for p in policies.values():
+        assert p["per_page_error"] == pytest.approx(p["fitted_per_page"] / p["true_per_page"] - 1)
+        assert p["true_pages"] >= 1.0 and p["fitted_pages"] >= 1.0
+        assert p["true_per_page"] * p["true_pages"] == pytest.approx(p["true"])
+        assert (1 + p["per_page_error"]) * (1 + p["length_error"]) == pytest.approx(1 + p["relative_error"], abs=0.05)
+    assert "Where the error lies" in (out / "fidelity.md").read_text()
     assert 0.0 <= report["session_length_tv"] <= 1.0
     assert "Kendall tau" in capsys.readouterr().out
     # the report says which attractiveness model answered: classes that learned from the logger's own pages
     summary = report["attractiveness"]
     assert summary["kind"] == "latent_classes" and summary["ranked_pages"] > 0
     assert f"the order of {summary['ranked_pages']:,} pages" in (out / "fidelity.md").read_text()
+
+
+def test_split_value_error_is_per_page_times_length():
+    policy = {"true_per_page": 0.5, "fitted_per_page": 0.4, "true_pages": 2.0, "fitted_pages": 2.5}
+    split = split_value_error(policy)
+    assert split == {"per_page_error": pytest.approx(-0.2), "length_error": pytest.approx(0.25)}
+    # value: true 0.5 * 2.0 = 1.0, fitted 0.4 * 2.5 = 1.0, so the two errors cancel
+    assert (1 + split["per_page_error"]) * (1 + split["length_error"]) == pytest.approx(1.0)
+    assert split_value_error({"true_per_page": 0.5}) == {}
 
 
 def test_describe_attractiveness_names_the_model_and_what_it_learned_from():

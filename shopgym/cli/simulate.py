@@ -119,7 +119,11 @@ def _fidelity(args: argparse.Namespace) -> int:
             policies.append({"policy": name, "true": truth[name].reward_per_session, "true_se": truth[name].reward_se,
                              "fitted": float(fitted.mean()), "fitted_se": float(np.sqrt((se**2).sum()) / len(runs)),
                              "reference": reference[name].reward_per_session,
-                             "reference_se": reference[name].reward_se})
+                             "reference_se": reference[name].reward_se,
+                             "true_per_page": truth[name].reward_per_page,
+                             "true_pages": truth[name].pages_per_session,
+                             "fitted_per_page": float(np.mean([run[name].reward_per_page for run in runs])),
+                             "fitted_pages": float(np.mean([run[name].pages_per_session for run in runs]))})
     report = fidelity_report(logs, train, test, space, model, simulated_lengths=lengths, policies=policies,
                              refits=refits if args.refits > 1 else None)
     write_report(report, args.out)
