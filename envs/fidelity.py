@@ -140,7 +140,9 @@ def attractiveness_summary(model: ResponseModel) -> dict[str, Any]:
         return {"kind": "mlp"}
     return {"kind": "latent_classes", "n_classes": int(classes["config"]["n_classes"]),
             "mean_max_posterior": float(classes["mean_max_posterior"]),
-            "ranked_pages": int(classes.get("ranked_pages", 0)), "logger_gain": float(classes.get("logger_gain", 0.0))}
+            "ranked_pages": int(classes.get("ranked_pages", 0)), "logger_gain": float(classes.get("logger_gain", 0.0)),
+            "deviation_rank": int(classes.get("deviation_rank", 0)),
+            "deviation_gain": float(classes.get("deviation_gain", 0.0))}
 
 
 def describe_attractiveness(summary: dict[str, Any]) -> str:
@@ -148,9 +150,11 @@ def describe_attractiveness(summary: dict[str, Any]) -> str:
     if summary.get("kind") != "latent_classes":
         return "Attractiveness: the MLP click head (no user ids in the logs, or latent classes turned off)."
     pages = summary["ranked_pages"]
+    own = (f"; each shopper's own deviation from their class, rank {summary['deviation_rank']}, gain "
+           f"{summary['deviation_gain']:.2f}" if summary.get("deviation_rank") else "")
     orders = (f"the order of {pages:,} pages the logging policy ranked itself (gain on its beliefs "
-              f"{summary['logger_gain']:.2f})" if pages else "no logged orders (no page the logging policy ranked "
-              "itself)")
+              f"{summary['logger_gain']:.2f}{own})" if pages else "no logged orders (no page the logging policy "
+              "ranked itself)")
     return (f"Attractiveness: {summary['n_classes']} latent shopper classes (mean largest posterior "
             f"{summary['mean_max_posterior']:.2f}), learned from clicks, exposure and {orders}.")
 

@@ -99,6 +99,9 @@ class FitConfig:
         class_epochs: EM rounds of the latent-class model.
         logged_rankings: let the latent classes learn from the order of the pages the logging policy ranked
             itself (:func:`envs.latent.logged_rankings`); False learns from clicks and exposure only.
+        shopper_deviation: rank of each shopper's own deviation from their class's logger taste, learned from
+            their own ranked pages (0: none; see :mod:`envs.latent`). It helps when shoppers have many ranked
+            pages each; with few, its fitted gain stays near 0.
         seed: torch seed.
         threads: torch threads (None: torch's default).
     """
@@ -118,6 +121,7 @@ class FitConfig:
     latent_classes: int = 16
     class_epochs: int = 30
     logged_rankings: bool = True
+    shopper_deviation: int = 32
     seed: int = 0
     threads: int | None = None
 
@@ -128,6 +132,8 @@ class FitConfig:
         if self.latent_classes == 1 or self.latent_classes < 0 or self.class_epochs < 1:
             raise ConfigError(f"`latent_classes` must be 0 (off) or >= 2 and `class_epochs` >= 1, got "
                               f"{self.latent_classes} and {self.class_epochs}")
+        if self.shopper_deviation < 0:
+            raise ConfigError(f"`shopper_deviation` must be >= 0 (0: off), got {self.shopper_deviation}")
         if not 0.0 <= self.valid_fraction < 0.5:
             raise ConfigError(f"`valid_fraction` must be in [0, 0.5), got {self.valid_fraction}")
         if not 0.0 <= self.default_continuation < 1.0:
@@ -276,7 +282,8 @@ class ResponseModel:
             "default_continuation": self.default_continuation, "report": self.report,
             "has_cart": self.has_cart, "has_purchase": self.has_purchase,
             "latent_classes": None if self.classes is None else {
-                "n_classes": int(self.classes.taste.shape[0]), "n_users": self.classes.n_users},
+                "n_classes": int(self.classes.taste.shape[0]), "n_users": self.classes.n_users,
+                "deviation_rank": self.classes.deviation_rank},
         }
         text = json.dumps(config, indent=2, default=float)
         atomic_write(out / "model.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -304,7 +311,8 @@ class ResponseModel:
             net.load_state_dict(tensors)
             if config.get("latent_classes"):
                 spec = config["latent_classes"]
-                classes = LatentClasses(config["dim"], config["n_items"], int(spec["n_users"]), int(spec["n_classes"]))
+                classes = LatentClasses(config["dim"], config["n_items"], int(spec["n_users"]), int(spec["n_classes"]),
+                                        int(spec.get("deviation_rank", 0)))
                 classes.load_state_dict(class_tensors)
                 classes.eval()
         except (RuntimeError, KeyError, TypeError) as exc:
@@ -564,7 +572,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
                 space.item_vecs, item, row_user, n_users, clicked, log_theta, req.row_request, req.query,
                 req.is_search, row_weight,
                 exposure_profiles(space.item_vecs, item, row_user, n_users, propensity),
-                LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs, seed=cfg.seed), profile,
+                LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs,
+                                  deviation_rank=cfg.shopper_deviation, seed=cfg.seed), profile,
                 pages)
     coef, n_sessions = _fit_continuation(train, model, req, profile, item, space)
     model.continuation_coef = coef

@@ -7,7 +7,8 @@ latent classes of shoppers:
 .. math::
     P(c = 1 \mid k, u, i, q) = \theta_k \sum_{c=1}^{C} r_{uc}\,
         \sigma\big(a_0 + b_i + \omega^\top (q \odot v_i) + \kappa\, q^\top v_i + \beta s
-        + \omega_p^\top (p \odot v_i) + \kappa_p\, p^\top v_i + (\tau_c + \gamma \rho_c)^\top v_i\big),
+        + \omega_p^\top (p \odot v_i) + \kappa_p\, p^\top v_i + (\tau_c + \gamma \rho_c)^\top v_i
+        + \gamma_\delta\, \delta_u^\top B v_i\big),
 
 where :math:`v_i` is the item vector, :math:`q` the query vector (zero when browsing), :math:`s` the search
 flag, :math:`p` the shopper's profile at the request (their earlier engagements, the current session's
@@ -28,6 +29,14 @@ rare, so across a class these orders say far more about its taste than its click
 logging policy whose beliefs do not predict clicks gets :math:`\gamma \approx 0`; :math:`\rho_c` itself is
 learned from the orders only.
 
+:math:`\delta_u` is shopper ``u``'s own deviation from their class's logger taste, in the top ``r``
+principal directions :math:`B` (r, d) of the item vectors, learned from the shopper's own ranked pages
+(the page likelihood uses :math:`\rho_c + B^\top \delta_u`) under a Gaussian prior
+:math:`\delta_u \sim N(0, s^2 I)`, with :math:`s^2` the between-class variance of :math:`B \rho_c` (an
+empirical-Bayes choice: a shopper differs from their class about as much as classes differ from each
+other). Its gain :math:`\gamma_\delta` is fitted on clicks, so a log with too few ranked pages per shopper
+to say anything individual gets :math:`\gamma_\delta \approx 0`; unknown users have :math:`\delta = 0`.
+
 :math:`r_u` is user ``u``'s posterior over classes given their training rows :math:`R_u`, their ranked
 pages :math:`G_u` and a prior computed from their *exposure profile* :math:`x_u` (the unit,
 propensity-weighted sum of the items the logs showed them):
@@ -36,12 +45,15 @@ propensity-weighted sum of the items the logs showed them):
     \pi_u = \mathrm{softmax}(W x_u + w_0), \qquad
     r_{uc} \propto \pi_{uc} \prod_{r \in R_u} P(y_r \mid c) \prod_{g \in G_u} L_c(g).
 
+(Both use the shopper's current :math:`\delta_u`.)
+
 Users unknown to the logs get :math:`\mathrm{softmax}(w_0)`. Fitting is expectation-maximisation: the
 E-step computes every :math:`r_u` exactly; the M-step takes Adam steps on the inverse-propensity-weighted
 expected complete-data log-likelihood :math:`\sum_r w_r \sum_c r_{u_r c} \log P(y_r \mid c)`, the expected
 log-likelihood of the ranked pages :math:`\sum_g \sum_c r_{u_g c} \log L_c(g)` (each a mean over its
-minibatch) and the cross-entropy of the prior against the posteriors. The number of epochs is fixed (no
-early stopping). Without ranked pages (uniformly random logs, or ``ranked_pages=None``) :math:`\rho = 0`.
+minibatch), the deviations' Gaussian log-prior and the cross-entropy of the prior against the posteriors.
+The number of epochs is fixed (no early stopping). Without ranked pages (uniformly random logs, or
+``ranked_pages=None``) :math:`\rho = 0` and there are no deviations.
 """
 
 from __future__ import annotations
@@ -71,6 +83,8 @@ class LatentClassConfig:
         batch_size: rows per Adam step.
         lr: Adam learning rate.
         l2: L2 penalty on the class tastes, the item biases, the query weights and the profile weights.
+        deviation_rank: rank r of each shopper's own deviation from their class's logger taste (0: none;
+            capped at the item dimension and the catalog size). Learned only from ranked pages.
         seed: torch seed (class initialisation and minibatches).
     """
 
@@ -81,6 +95,7 @@ class LatentClassConfig:
     batch_size: int = 4096
     lr: float = 0.02
     l2: float = 1e-6
+    deviation_rank: int = 32
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -90,6 +105,7 @@ class LatentClassConfig:
         for name in ("passes_per_epoch", "lr"):
             check_float(getattr(self, name), name, min_value=0.0, min_inclusive=False)
         check_float(self.l2, "l2", min_value=0.0)
+        check_int(self.deviation_rank, "deviation_rank", min_value=0)
         check_int(self.seed, "seed")
 
 
@@ -101,9 +117,10 @@ class LatentClasses(nn.Module):
         n_items: catalog size.
         n_users: logged users U (their posteriors are rows 0..U-1; row U holds the prior of unknown users).
         n_classes: C.
+        deviation_rank: r, the rank of the shoppers' own deviations (0: none).
     """
 
-    def __init__(self, dim: int, n_items: int, n_users: int, n_classes: int) -> None:
+    def __init__(self, dim: int, n_items: int, n_users: int, n_classes: int, deviation_rank: int = 0) -> None:
         super().__init__()
         self.taste = nn.Parameter(torch.zeros(n_classes, dim))
         self.query_weight = nn.Parameter(torch.zeros(dim))
@@ -116,6 +133,10 @@ class LatentClasses(nn.Module):
         nn.init.zeros_(self.item_bias.weight)
         self.logger_taste = nn.Parameter(torch.zeros(n_classes, dim))
         self.logger_gain = nn.Parameter(torch.zeros(1))
+        self.basis: torch.Tensor
+        self.register_buffer("basis", torch.zeros(deviation_rank, dim))  # B: set when fitting
+        self.deviation = nn.Parameter(torch.zeros(n_users + 1, deviation_rank))  # row U: unknown users (zero)
+        self.deviation_gain = nn.Parameter(torch.zeros(1))
         self.prior = nn.Linear(dim, n_classes)
         nn.init.zeros_(self.prior.weight)
         nn.init.zeros_(self.prior.bias)
@@ -127,12 +148,17 @@ class LatentClasses(nn.Module):
         """Number of logged users U."""
         return int(self.posterior.shape[0]) - 1
 
+    @property
+    def deviation_rank(self) -> int:
+        """Rank r of the shoppers' own deviations (0: none)."""
+        return int(self.basis.shape[0])
+
     def logits(self, v: torch.Tensor, q: torch.Tensor, s: torch.Tensor, items: torch.Tensor,
-               p: torch.Tensor | None = None) -> torch.Tensor:
+               p: torch.Tensor | None = None, users: torch.Tensor | None = None) -> torch.Tensor:
         """(..., C) class logits of items ``v`` (..., d).
 
-        Under queries ``q`` (..., d), search flags ``s`` (...) and shopper profiles ``p`` (..., d) (None: no
-        profile terms).
+        Under queries ``q`` (..., d), search flags ``s`` (...), shopper profiles ``p`` (..., d) (None: no
+        profile terms) and user rows ``users`` (...) into the deviation table (None: no deviation term).
         """
         qv = q * v
         shared = (self.intercept + self.item_bias(items).squeeze(-1) + qv @ self.query_weight
@@ -140,6 +166,8 @@ class LatentClasses(nn.Module):
         if p is not None:
             pv = p * v
             shared = shared + pv @ self.profile_weight + self.profile_cos * pv.sum(-1)
+        if users is not None and self.deviation_rank:  # like rho, the deviations are learned from orders only
+            shared = shared + self.deviation_gain * ((v @ self.basis.T) * self.deviation.detach()[users]).sum(-1)
         # rho is learned from the logged orders only; clicks fit its gain
         return shared.unsqueeze(-1) + v @ (self.taste + self.logger_gain * self.logger_taste.detach()).T
 
@@ -155,10 +183,17 @@ class LatentClasses(nn.Module):
         q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).unsqueeze(1)
         s = torch.from_numpy(np.asarray(is_search, dtype=np.float32)).unsqueeze(1)
         p = None if profile is None else torch.from_numpy(np.ascontiguousarray(profile, dtype=np.float32)).unsqueeze(1)
-        logits = self.logits(v, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), p)  # (B, K, C)
         rows = table_rows(user_rows, self.n_users, b)
+        logits = self.logits(v, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), p,
+                             torch.from_numpy(rows).unsqueeze(1))  # (B, K, C)
         posterior = self.posterior[torch.from_numpy(rows)].unsqueeze(1)  # (B, 1, C)
         return (torch.sigmoid(logits) * posterior).sum(-1).double().numpy()
+
+
+def principal_directions(item_vecs: np.ndarray, rank: int) -> np.ndarray:
+    """(min(rank, d, n_items), d) float32: the top right singular vectors of the centred item vectors."""
+    centred = np.asarray(item_vecs, dtype=np.float64) - np.asarray(item_vecs, dtype=np.float64).mean(0)
+    return np.linalg.svd(centred, full_matrices=False)[2][:rank].astype(np.float32)
 
 
 def table_rows(user_rows: np.ndarray | None, n_users: int, size: int) -> np.ndarray:
@@ -251,9 +286,12 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
     cfg = config or LatentClassConfig()
     generator = torch.Generator().manual_seed(cfg.seed)
     n, dim = len(row_item), item_vecs.shape[1]
-    model = LatentClasses(dim, len(item_vecs), n_users, cfg.n_classes)
+    no_pages = ranked_pages is None or len(ranked_pages) == 0
+    basis = np.zeros((0, dim), np.float32) if no_pages else principal_directions(item_vecs, cfg.deviation_rank)
+    model = LatentClasses(dim, len(item_vecs), n_users, cfg.n_classes, len(basis))
     with torch.no_grad():  # small random tastes break the symmetry between classes
         model.taste.normal_(0.0, 0.01, generator=generator)
+        model.basis.copy_(torch.from_numpy(basis))
     t_items = torch.from_numpy(np.asarray(item_vecs, dtype=np.float32))
     t_item = torch.from_numpy(np.asarray(row_item, dtype=np.int64))
     t_user = torch.from_numpy(np.asarray(row_user, dtype=np.int64))
@@ -265,27 +303,30 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
     t_weight = torch.from_numpy(np.asarray(row_weight, dtype=np.float32))
     t_exposure = torch.from_numpy(np.asarray(exposure, dtype=np.float32))
     t_profile = None if profile is None else torch.from_numpy(np.asarray(profile, dtype=np.float32))
-    pages = np.zeros((0, 2), np.int64) if ranked_pages is None or len(ranked_pages) == 0 else (
-        np.asarray(ranked_pages, dtype=np.int64))
+    pages = np.zeros((0, 2), np.int64) if no_pages else np.asarray(ranked_pages, dtype=np.int64)
     n_pages = len(pages)
     t_page_user = torch.from_numpy(np.asarray(row_user, dtype=np.int64)[pages[:, 0]])
     t_page_item = torch.from_numpy(np.where(pages >= 0, np.asarray(row_item, dtype=np.int64)[pages], 0))
     t_page_valid = torch.from_numpy(pages >= 0)
+    t_coords = t_items @ model.basis.T  # (n_items, r): item coordinates along the deviations' directions
 
     def row_loglik(rows: torch.Tensor) -> torch.Tensor:
         """(m, C) log P(y_r | class c)."""
         req = t_request[rows]
         logits = model.logits(t_items[t_item[rows]], t_query[req], t_search[req], t_item[rows],
-                              None if t_profile is None else t_profile[req])
+                              None if t_profile is None else t_profile[req], t_user[rows])
         log_p = t_log_theta[rows].unsqueeze(-1) + nn.functional.logsigmoid(logits)
         y = t_y[rows].unsqueeze(-1)
         return y * log_p + (1 - y) * torch.log1p(-log_p.exp().clamp(max=1 - 1e-7))
 
     def page_loglik(idx: torch.Tensor) -> torch.Tensor:
-        """(m, C) Plackett-Luce log L_c of ranked pages ``idx`` under each class's logger taste."""
+        """(m, C) Plackett-Luce log L_c of ranked pages ``idx`` under each class's logger taste (+ the shopper's)."""
         valid = t_page_valid[idx].unsqueeze(-1)  # (m, K, 1)
         item_scores = t_items @ model.logger_taste.T  # (n_items, C): cheaper than gathering (m, K, d) vectors
         scores = item_scores[t_page_item[idx]]  # (m, K, C)
+        if model.deviation_rank:
+            own = (t_coords[t_page_item[idx]] * model.deviation[t_page_user[idx]].unsqueeze(1)).sum(-1)  # (m, K)
+            scores = scores + own.unsqueeze(-1)
         # log sum_{j >= k} exp(score_j) by a reversed cumulative sum, shifted by each page's largest score
         # (3-4x faster than torch.logcumsumexp with its backward on CPU)
         top = scores.masked_fill(~valid, -1e4).amax(1, keepdim=True).detach()
@@ -323,11 +364,18 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
             if n_pages:
                 idx = torch.randint(0, n_pages, (min(2048, n_pages),), generator=generator)
                 rank_loss = -(posterior[t_page_user[idx]] * page_loglik(idx)).sum(-1).mean()
+                if model.deviation_rank:  # Gaussian prior, as a share of the mean over pages
+                    spread = (model.logger_taste.detach() @ model.basis.T).var(0).mean().clamp_min(1e-4)
+                    rank_loss = rank_loss + model.deviation.pow(2).sum() / (2 * spread * n_pages)
             optimiser.zero_grad()
             (loss + prior_loss + penalty + rank_loss).backward()
             optimiser.step()
     posterior = e_step()
+    with torch.no_grad():
+        model.deviation[n_users] = 0.0  # unknown users: no deviation
     model.eval()
     report = {"final_loss": float(loss.detach()), "mean_max_posterior": float(posterior.max(-1).values.mean()),
-              "ranked_pages": n_pages, "logger_gain": float(model.logger_gain.detach()), "config": asdict(cfg)}
+              "ranked_pages": n_pages, "logger_gain": float(model.logger_gain.detach()),
+              "deviation_rank": model.deviation_rank, "deviation_gain": float(model.deviation_gain.detach()),
+              "config": asdict(cfg)}
     return model, report

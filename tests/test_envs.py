@@ -252,6 +252,8 @@ def test_latent_classes_are_fitted_on_logs_with_users_and_survive_save_and_load(
     model.save(tmp_path / "m")
     loaded = ResponseModel.load(tmp_path / "m")
     assert loaded.classes is not None
+    # the shoppers' own deviations (learned from the logger's ranked pages) are saved too
+    assert loaded.classes.deviation_rank == model.classes.deviation_rank > 0
     rng = np.random.default_rng(0)
     items = rng.integers(0, setup.space.n_items, (6, 4))
     args = (rng.normal(size=(6, setup.space.dim)), setup.space.item_vecs[items], np.zeros((6, setup.space.dim)),

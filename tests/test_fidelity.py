@@ -101,6 +101,9 @@ def test_describe_attractiveness_names_the_model_and_what_it_learned_from():
     assert "16 latent shopper classes" in describe_attractiveness(classes)
     assert "no logged orders" in describe_attractiveness(classes)
     assert "gain on its beliefs 1.80" in describe_attractiveness({**classes, "ranked_pages": 5, "logger_gain": 1.8})
+    with_own = describe_attractiveness({**classes, "ranked_pages": 5, "logger_gain": 1.8, "deviation_rank": 32,
+                                        "deviation_gain": 0.12})
+    assert "own deviation from their class, rank 32, gain 0.12" in with_own
 
 
 def test_simulate_fidelity_rejects_zero_refits(tmp_path: Path, capsys):
