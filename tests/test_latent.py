@@ -156,6 +156,8 @@ def test_logged_orders_identify_classes_that_clicks_cannot():
     assert agreement(with_orders) > 0.95
     assert agreement(without) < 0.8
     assert report["ranked_pages"] == n_req
+    # without ranked pages there is nothing to learn a shopper's own deviation from
+    assert with_orders.deviation_rank > 0 and without.deviation_rank == 0
     # clicks follow the logger's beliefs here, so the gain on the learned logger tastes is positive
     assert report["logger_gain"] > 0.0
 
