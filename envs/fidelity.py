@@ -105,14 +105,18 @@ class FidelityReport:
                           f"absolute relative error {self.reference_mean_abs_relative_error:.1%}. Error beyond the "
                           "reference's is what the fitted model failed to learn from the logs.", ""]
         if len(self.refits) > 1:
-            lines += [f"The fitted column is the mean over {len(self.refits)} refits (torch seeds); each refit alone:",
+            has_ll = all("log_likelihood" in r for r in self.refits)
+            lines += [f"The fitted column is the mean over {len(self.refits)} refits (torch seeds); each refit alone"
+                      + (" (with the latent classes' log-likelihood of the training logs: higher is a better EM "
+                         "optimum)" if has_ll else "") + ":",
                       "", "| seed | Kendall tau | mean absolute relative error | " +
-                      " | ".join(p["policy"] for p in self.policies) + " |",
-                      "|---|---|---|" + "---|" * len(self.policies)]
+                      " | ".join(p["policy"] for p in self.policies) + " |" + (" log-likelihood |" if has_ll else ""),
+                      "|---|---|---|" + "---|" * len(self.policies) + ("---|" if has_ll else "")]
             for r in self.refits:
                 values = " | ".join(f"{r[p['policy']]:.3f}" for p in self.policies)
+                ll = f" {r['log_likelihood']:,.0f} |" if has_ll else ""
                 lines.append(f"| {int(r['seed'])} | {r['kendall_tau']:.2f} | {r['mean_abs_relative_error']:.1%} | "
-                             f"{values} |")
+                             f"{values} |{ll}")
             lines.append("")
         return "\n".join(lines)
 

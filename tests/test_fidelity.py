@@ -65,6 +65,8 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     for r in refits:
         assert -1.0 <= r["kendall_tau"] <= 1.0 and r["mean_abs_relative_error"] >= 0.0
     assert "each refit alone" in (out / "fidelity.md").read_text()
+    # each refit's latent-class log-likelihood of the training logs, to tell EM optima apart
+    assert all(r["log_likelihood"] < 0.0 for r in refits) and "log-likelihood |" in (out / "fidelity.md").read_text()
     # the segment reference: a value per policy, its own agreement, and a line in the markdown
     for p in policies.values():
         assert p["reference"] > 0 and p["reference_error"] == pytest.approx(p["reference"] / p["true"] - 1)

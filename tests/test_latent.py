@@ -40,7 +40,7 @@ def fit(vecs, row_item, row_user, clicked, exposure=None, **kw):
     exposure = np.zeros((N_USERS, D), np.float32) if exposure is None else exposure
     return fit_latent_classes(vecs, row_item, row_user, N_USERS, clicked, np.zeros(n), np.zeros(n, np.int64),
                               np.zeros((1, D)), np.zeros(1, bool), np.ones(n), exposure,
-                              LatentClassConfig(n_classes=2, epochs=20, **kw))
+                              LatentClassConfig(**{"n_classes": 2, "epochs": 20, **kw}))
 
 
 def test_em_recovers_planted_classes_and_their_click_rates():
@@ -49,6 +49,9 @@ def test_em_recovers_planted_classes_and_their_click_rates():
     assignment = model.posterior[:N_USERS].argmax(-1).numpy()
     agreement = max((assignment == user_class).mean(), (assignment != user_class).mean())  # labels may swap
     assert agreement > 0.95 and report["mean_max_posterior"] > 0.9
+    # the observed-data log-likelihood: negative, and higher after 20 EM rounds than after one
+    _, early = fit(vecs, row_item, row_user, clicked, epochs=1)
+    assert early["log_likelihood"] < report["log_likelihood"] < 0.0
     # predicted attractiveness for every (user, item) against the planted rates
     users = np.arange(N_USERS)
     items = np.tile(np.arange(N_ITEMS), (N_USERS, 1))

@@ -98,9 +98,12 @@ def _fidelity(args: argparse.Namespace) -> int:
 
         truth = run_policies(true_sim)
         reference = run_policies(world_simulator(setup, backend="segment"))
-        runs = []
+        runs: list[dict[str, Any]] = []
+        evidence: list[float | None] = []
         for refit in range(args.refits):
             fitted_model = model if refit == 0 else fit_response_model(train, space, FitConfig(seed=refit))
+            ll = ((fitted_model.report or {}).get("latent_classes") or {}).get("log_likelihood")
+            evidence.append(None if ll is None else float(ll))
             fitted_sim = world_simulator(setup, backend="fitted", model=fitted_model)
             runs.append(run_policies(fitted_sim))
             if refit == 0:
@@ -110,8 +113,12 @@ def _fidelity(args: argparse.Namespace) -> int:
         for refit, run in enumerate(runs):
             values = np.array([run[name].reward_per_session for name in scorers])
             tau, mare = policy_agreement(true_values, values)
-            refits.append({"seed": float(refit), "kendall_tau": tau, "mean_abs_relative_error": mare,
-                           **{name: float(v) for name, v in zip(scorers, values, strict=True)}})
+            row = {"seed": float(refit), "kendall_tau": tau, "mean_abs_relative_error": mare,
+                   **{name: float(v) for name, v in zip(scorers, values, strict=True)}}
+            ll = evidence[refit]
+            if ll is not None:
+                row["log_likelihood"] = ll
+            refits.append(row)
         policies = []
         for name in scorers:
             fitted = np.array([run[name].reward_per_session for run in runs])
