@@ -102,6 +102,8 @@ class FitConfig:
         shopper_deviation: rank of each shopper's own deviation from their class's logger taste, learned from
             their own ranked pages (0: none; see :mod:`envs.latent`). It helps when shoppers have many ranked
             pages each; with few, its fitted gain stays near 0.
+        class_restarts: EM runs of the latent-class model from different initialisations; the one with the
+            highest log-likelihood of the training logs is kept (each run costs a full class fit).
         seed: torch seed.
         threads: torch threads (None: torch's default).
     """
@@ -122,6 +124,7 @@ class FitConfig:
     class_epochs: int = 30
     logged_rankings: bool = True
     shopper_deviation: int = 32
+    class_restarts: int = 1
     seed: int = 0
     threads: int | None = None
 
@@ -132,6 +135,8 @@ class FitConfig:
         if self.latent_classes == 1 or self.latent_classes < 0 or self.class_epochs < 1:
             raise ConfigError(f"`latent_classes` must be 0 (off) or >= 2 and `class_epochs` >= 1, got "
                               f"{self.latent_classes} and {self.class_epochs}")
+        if self.class_restarts < 1:
+            raise ConfigError(f"`class_restarts` must be >= 1, got {self.class_restarts}")
         if self.shopper_deviation < 0:
             raise ConfigError(f"`shopper_deviation` must be >= 0 (0: off), got {self.shopper_deviation}")
         if not 0.0 <= self.valid_fraction < 0.5:
@@ -573,7 +578,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
                 req.is_search, row_weight,
                 exposure_profiles(space.item_vecs, item, row_user, n_users, propensity),
                 LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs,
-                                  deviation_rank=cfg.shopper_deviation, seed=cfg.seed), profile,
+                                  deviation_rank=cfg.shopper_deviation, restarts=cfg.class_restarts,
+                                  seed=cfg.seed), profile,
                 pages)
     coef, n_sessions = _fit_continuation(train, model, req, profile, item, space)
     model.continuation_coef = coef

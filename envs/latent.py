@@ -85,6 +85,8 @@ class LatentClassConfig:
         l2: L2 penalty on the class tastes, the item biases, the query weights and the profile weights.
         deviation_rank: rank r of each shopper's own deviation from their class's logger taste (0: none;
             capped at the item dimension and the catalog size). Learned only from ranked pages.
+        restarts: EM runs from different initialisations (torch seeds ``seed + 1000 * j``); the one with the
+            highest observed-data log-likelihood is kept. 1 runs EM once, with ``seed``.
         seed: torch seed (class initialisation and minibatches).
     """
 
@@ -96,6 +98,7 @@ class LatentClassConfig:
     lr: float = 0.02
     l2: float = 1e-6
     deviation_rank: int = 32
+    restarts: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,6 +109,7 @@ class LatentClassConfig:
             check_float(getattr(self, name), name, min_value=0.0, min_inclusive=False)
         check_float(self.l2, "l2", min_value=0.0)
         check_int(self.deviation_rank, "deviation_rank", min_value=0)
+        check_int(self.restarts, "restarts", min_value=1)
         check_int(self.seed, "seed")
 
 
@@ -284,10 +288,30 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
         The fitted model (eval mode, posteriors set) and a small report: final loss, posterior sharpness and
         the observed-data log-likelihood :math:`\sum_u \log \sum_c \pi_{uc} \prod_{r} P(y_r \mid c)
         \prod_g L_c(g)` (unweighted rows), which tells a better EM optimum from a worse one between refits
-        of the same logs.
+        of the same logs; with ``config.restarts > 1`` also every restart's log-likelihood and the one kept.
     """
     cfg = config or LatentClassConfig()
-    generator = torch.Generator().manual_seed(cfg.seed)
+    best: tuple[LatentClasses, dict[str, Any]] | None = None
+    evidence = []
+    for restart in range(cfg.restarts):
+        fitted = _fit_once(item_vecs, row_item, row_user, n_users, clicked, log_theta, row_request, query, is_search,
+                           row_weight, exposure, cfg, cfg.seed + 1000 * restart, profile, ranked_pages)
+        evidence.append(fitted[1]["log_likelihood"])
+        if best is None or fitted[1]["log_likelihood"] > best[1]["log_likelihood"]:
+            best = fitted
+    assert best is not None
+    model, report = best
+    report.update(restart_log_likelihoods=evidence, chosen_restart=int(np.argmax(evidence)))
+    return model, report
+
+
+def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray, n_users: int,
+              clicked: np.ndarray, log_theta: np.ndarray, row_request: np.ndarray, query: np.ndarray,
+              is_search: np.ndarray, row_weight: np.ndarray, exposure: np.ndarray, cfg: LatentClassConfig,
+              seed: int, profile: np.ndarray | None, ranked_pages: np.ndarray | None,
+              ) -> tuple[LatentClasses, dict[str, Any]]:
+    """One EM run of :func:`fit_latent_classes` from the initialisation and minibatches of torch ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
     n, dim = len(row_item), item_vecs.shape[1]
     no_pages = ranked_pages is None or len(ranked_pages) == 0
     basis = np.zeros((0, dim), np.float32) if no_pages else principal_directions(item_vecs, cfg.deviation_rank)

@@ -234,6 +234,19 @@ def test_logged_rankings_orders_pads_and_leaves_out_exploration():
     assert logged_rankings(row_request, position, np.ones(8)).shape[0] == 3
 
 
+def test_restarts_keep_the_run_with_the_highest_log_likelihood():
+    vecs, row_item, row_user, _, clicked, _ = planted_problem(seed=4)
+    best, report = fit(vecs, row_item, row_user, clicked, epochs=3, restarts=3)
+    evidence = report["restart_log_likelihoods"]
+    assert len(evidence) == 3 and len(set(evidence)) == 3  # different initialisations, different optima
+    chosen = report["chosen_restart"]
+    assert evidence[chosen] == max(evidence) == report["log_likelihood"]
+    # the kept model is the single run from that restart's seed
+    alone, _ = fit(vecs, row_item, row_user, clicked, epochs=3, seed=1000 * chosen)
+    for (name, x), (_, y) in zip(best.state_dict().items(), alone.state_dict().items(), strict=True):
+        assert np.array_equal(x.numpy(), y.numpy()), name
+
+
 def test_same_seed_same_model():
     vecs, row_item, row_user, _, clicked, _ = planted_problem()
     a, _ = fit(vecs, row_item, row_user, clicked, seed=3)
@@ -243,7 +256,7 @@ def test_same_seed_same_model():
 
 
 @pytest.mark.parametrize("kwargs", [{"n_classes": 1}, {"epochs": 0}, {"lr": 0.0}, {"passes_per_epoch": -1.0},
-                                    {"l2": -1.0}, {"batch_size": 0}, {"deviation_rank": -1}])
+                                    {"l2": -1.0}, {"batch_size": 0}, {"deviation_rank": -1}, {"restarts": 0}])
 def test_bad_config(kwargs):
     with pytest.raises(ConfigError):
         LatentClassConfig(**kwargs)
