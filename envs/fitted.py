@@ -62,6 +62,7 @@ from envs.latent import (
     exposure_profiles,
     fit_latent_classes,
     logged_rankings,
+    principal_directions,
     table_rows,
 )
 from envs.space import ItemSpace
@@ -469,7 +470,7 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     n_users = len(user_index)
     net = _Net(space.dim, cfg.hidden, space.n_items, n_positions, rank, n_users)
     with torch.no_grad():
-        net.projection.copy_(torch.from_numpy(_principal_directions(space.item_vecs, rank)))
+        net.projection.copy_(torch.from_numpy(principal_directions(space.item_vecs, rank).T))
     theta_ips = examination_from_propensities(train) if train.has_propensities else None
     if theta_ips is not None:
         # propensity-randomised logs identify position bias directly; freeze it so that the
@@ -624,13 +625,6 @@ def space_user_rows(logs: LoggedData) -> np.ndarray | None:
         return None
     users = logs.interactions[S.USER_ID]
     return pd.Index(pd.unique(users)).get_indexer(pd.Index(users)).astype(np.int64)
-
-
-def _principal_directions(x: np.ndarray, rank: int) -> np.ndarray:
-    """(d, rank) float32 top principal directions of the rows of ``x``."""
-    centred = x.astype(np.float64) - x.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return vt[:rank].T.astype(np.float32)
 
 
 def _power_law(theta: np.ndarray) -> float:

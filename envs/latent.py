@@ -194,10 +194,11 @@ class LatentClasses(nn.Module):
         return (torch.sigmoid(logits) * posterior).sum(-1).double().numpy()
 
 
-def principal_directions(item_vecs: np.ndarray, rank: int) -> np.ndarray:
-    """(min(rank, d, n_items), d) float32: the top right singular vectors of the centred item vectors."""
-    centred = np.asarray(item_vecs, dtype=np.float64) - np.asarray(item_vecs, dtype=np.float64).mean(0)
-    return np.linalg.svd(centred, full_matrices=False)[2][:rank].astype(np.float32)
+def principal_directions(x: np.ndarray, rank: int) -> np.ndarray:
+    """(min(rank, d, n), d) float32: the top principal directions of the rows of ``x`` (n, d), one per row."""
+    centred = x.astype(np.float64) - x.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return vt[:rank].astype(np.float32)
 
 
 def table_rows(user_rows: np.ndarray | None, n_users: int, size: int) -> np.ndarray:
@@ -291,11 +292,16 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
         of the same logs; with ``config.restarts > 1`` also every restart's log-likelihood and the one kept.
     """
     cfg = config or LatentClassConfig()
+    no_pages = ranked_pages is None or len(ranked_pages) == 0
+    # the deviations' directions B: the same for every restart
+    basis = (np.zeros((0, item_vecs.shape[1]), np.float32) if no_pages
+             else principal_directions(np.asarray(item_vecs), cfg.deviation_rank))
     best: tuple[LatentClasses, dict[str, Any]] | None = None
     evidence = []
     for restart in range(cfg.restarts):
         fitted = _fit_once(item_vecs, row_item, row_user, n_users, clicked, log_theta, row_request, query, is_search,
-                           row_weight, exposure, cfg, cfg.seed + 1000 * restart, profile, ranked_pages)
+                           row_weight, exposure, cfg, cfg.seed + 1000 * restart, profile,
+                           None if no_pages else ranked_pages, basis)
         evidence.append(fitted[1]["log_likelihood"])
         if best is None or fitted[1]["log_likelihood"] > best[1]["log_likelihood"]:
             best = fitted
@@ -308,13 +314,14 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
 def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray, n_users: int,
               clicked: np.ndarray, log_theta: np.ndarray, row_request: np.ndarray, query: np.ndarray,
               is_search: np.ndarray, row_weight: np.ndarray, exposure: np.ndarray, cfg: LatentClassConfig,
-              seed: int, profile: np.ndarray | None, ranked_pages: np.ndarray | None,
+              seed: int, profile: np.ndarray | None, ranked_pages: np.ndarray | None, basis: np.ndarray,
               ) -> tuple[LatentClasses, dict[str, Any]]:
-    """One EM run of :func:`fit_latent_classes` from the initialisation and minibatches of torch ``seed``."""
+    """One EM run of :func:`fit_latent_classes` from the initialisation and minibatches of torch ``seed``.
+
+    ``ranked_pages`` is None or non-empty; ``basis`` (r, d) holds the deviations' directions (r = 0: none).
+    """
     generator = torch.Generator().manual_seed(seed)
     n, dim = len(row_item), item_vecs.shape[1]
-    no_pages = ranked_pages is None or len(ranked_pages) == 0
-    basis = np.zeros((0, dim), np.float32) if no_pages else principal_directions(item_vecs, cfg.deviation_rank)
     model = LatentClasses(dim, len(item_vecs), n_users, cfg.n_classes, len(basis))
     with torch.no_grad():  # small random tastes break the symmetry between classes
         model.taste.normal_(0.0, 0.01, generator=generator)
@@ -330,7 +337,7 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
     t_weight = torch.from_numpy(np.asarray(row_weight, dtype=np.float32))
     t_exposure = torch.from_numpy(np.asarray(exposure, dtype=np.float32))
     t_profile = None if profile is None else torch.from_numpy(np.asarray(profile, dtype=np.float32))
-    pages = np.zeros((0, 2), np.int64) if no_pages else np.asarray(ranked_pages, dtype=np.int64)
+    pages = np.zeros((0, 2), np.int64) if ranked_pages is None else np.asarray(ranked_pages, dtype=np.int64)
     n_pages = len(pages)
     t_page_user = torch.from_numpy(np.asarray(row_user, dtype=np.int64)[pages[:, 0]])
     t_page_item = torch.from_numpy(np.where(pages >= 0, np.asarray(row_item, dtype=np.int64)[pages], 0))

@@ -115,9 +115,9 @@ def _fidelity(args: argparse.Namespace) -> int:
             tau, mare = policy_agreement(true_values, values)
             row = {"seed": float(refit), "kendall_tau": tau, "mean_abs_relative_error": mare,
                    **{name: float(v) for name, v in zip(scorers, values, strict=True)}}
-            ll = evidence[refit]
-            if ll is not None:
-                row["log_likelihood"] = ll
+            refit_evidence = evidence[refit]
+            if refit_evidence is not None:
+                row["log_likelihood"] = refit_evidence
             refits.append(row)
         policies = []
         for name in scorers:
