@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from envs.fitted import ResponseModel, _request_arrays, session_codes, space_user_rows
+from envs.fitted import FitConfig, ResponseModel, _request_arrays, session_codes, space_user_rows
 from envs.space import ItemSpace
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
@@ -57,6 +57,8 @@ class FidelityReport:
     reference_kendall_tau: float | None = None
     reference_mean_abs_relative_error: float | None = None
     attractiveness: dict[str, Any] = field(default_factory=dict)
+    #: how the report was made: the command's options and the resolved fitting config (``fit``)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def to_markdown(self) -> str:
         """The report as markdown."""
@@ -118,6 +120,11 @@ class FidelityReport:
                 lines.append(f"| {int(r['seed'])} | {r['kendall_tau']:.2f} | {r['mean_abs_relative_error']:.1%} | "
                              f"{values} |{ll}")
             lines.append("")
+        if self.settings.get("fit"):
+            default = asdict(FitConfig())
+            changed = {k: v for k, v in self.settings["fit"].items() if default.get(k) != v}
+            lines += ["Fitting options: " + (", ".join(f"`{k}={v}`" for k, v in changed.items()) if changed
+                                             else "the defaults") + " (all of them in fidelity.json, `settings`).", ""]
         return "\n".join(lines)
 
 

@@ -44,7 +44,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,35 @@ class FitConfig:
             raise ConfigError(f"`valid_fraction` must be in [0, 0.5), got {self.valid_fraction}")
         if not 0.0 <= self.default_continuation < 1.0:
             raise ConfigError(f"`default_continuation` must be in [0, 1), got {self.default_continuation}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | Sequence[str] | None = None, **fixed: Any) -> FitConfig:
+        """A config from a mapping (e.g. Hydra's ``fit`` group) or ``key=value`` strings, then ``fixed``.
+
+        Values are converted and checked against the fields' types (by OmegaConf), so ``"class_restarts=3"``
+        and ``{"class_restarts": "3"}`` both give 3; in strings, values are YAML (``threads=null``).
+
+        Raises:
+            ConfigError: naming the unknown key (and listing the known ones) or the value that does not fit.
+        """
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        known = ", ".join(f.name for f in fields(cls))
+        try:
+            if options is None or isinstance(options, Mapping):
+                given: Any = dict(options or {})
+            else:
+                for item in options:
+                    key, sep, _ = str(item).partition("=")
+                    if not sep or not key.strip():
+                        raise ConfigError(f"fit option {item!r} is not KEY=VALUE (known keys: {known})")
+                given = OmegaConf.from_dotlist([str(item) for item in options])  # values parsed as YAML
+            merged = OmegaConf.merge(OmegaConf.structured(cls), given, fixed)
+        except OmegaConfBaseException as err:
+            key = getattr(err, "full_key", None) or "?"
+            raise ConfigError(f"fit option {key!r}: {str(err).splitlines()[0]} (known keys: {known})") from None
+        return cls(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
 
 
 class _Net(nn.Module):

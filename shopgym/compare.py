@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from agents.base import Feedback, RankingPolicy
 from envs.backends import TrueWorldBackend
 from envs.core import EnvConfig, Simulator
+from envs.fitted import FitConfig
 from envs.synthetic import RewardWeights, SyntheticWorld
 from shopgym.data import LoggedData
 from shopgym.data.io import atomic_write, write_json
@@ -91,10 +92,15 @@ def env_config(cfg: DictConfig, slate_cap: int | None = None) -> EnvConfig:
     return EnvConfig(reward=reward, candidates=candidates, **e)
 
 
+def fit_config(cfg: DictConfig) -> FitConfig:
+    """The response model's FitConfig from the ``fit`` group (defaults when the config has none)."""
+    return FitConfig.from_options(OmegaConf.to_container(cfg.fit, resolve=True) if "fit" in cfg else None)  # type: ignore[arg-type]
+
+
 def prepare(cfg: DictConfig, out: Path) -> Prepared:
     """Build (or fit) the simulator the agents will run in."""
     from envs.build import log_simulator, make_encoder, setup_world, world_simulator
-    from envs.fitted import FitConfig, examination_from_propensities, fit_response_model
+    from envs.fitted import examination_from_propensities, fit_response_model
     from envs.space import ItemSpace
     from envs.synthetic import WorldConfig
 
@@ -107,7 +113,7 @@ def prepare(cfg: DictConfig, out: Path) -> Prepared:
         model = None
         backend = backend_name(cfg.backend)
         if backend == "fitted":
-            model = fit_response_model(setup.train, setup.space, FitConfig(), progress=cfg.progress)
+            model = fit_response_model(setup.train, setup.space, fit_config(cfg), progress=cfg.progress)
             model.save(out / "response_model")
         sim = world_simulator(setup, config, backend=backend, model=model)  # type: ignore[arg-type]
         train, world = setup.train, setup.world
@@ -119,7 +125,7 @@ def prepare(cfg: DictConfig, out: Path) -> Prepared:
         queries = logs.interactions["query"].unique().tolist() if "query" in logs.interactions else []
         space = ItemSpace.build(logs.items, encoder, queries, attribute_weight=float(cfg.attribute_weight),
                                 show_progress=cfg.progress)
-        model = fit_response_model(train, space, FitConfig(), progress=cfg.progress)
+        model = fit_response_model(train, space, fit_config(cfg), progress=cfg.progress)
         model.save(out / "response_model")
         config = env_config(cfg, slate_cap=int(logs.interactions["position"].max()))
         config = EnvConfig(**{**config.__dict__, "n_candidates": min(config.n_candidates, space.n_items)})

@@ -141,3 +141,11 @@ def test_regret_is_measured_against_the_truth_whatever_the_backend():
         if backend == "segment":  # the segment backend's own values are not the truth
             assert not np.allclose(res.info["candidate_values"], values[backend])
     np.testing.assert_allclose(values["segment"], values["true"])
+
+
+def test_the_fit_group_reaches_the_response_model() -> None:
+    from shopgym.compare import fit_config
+
+    assert fit_config(_compose([])) == fit_config(_compose(["fit.seed=0"]))
+    cfg = fit_config(_compose(["backend=fitted", "fit.class_restarts=3", "fit.shopper_deviation=0"]))
+    assert (cfg.class_restarts, cfg.shopper_deviation) == (3, 0)

@@ -12,6 +12,7 @@ from envs.build import QuickWorld, fit_world, setup_world, world_simulator
 from envs.core import EnvConfig, InvalidActionError, plackett_luce_log_prob
 from envs.fitted import FitConfig, ResponseModel
 from envs.rerank import ReRankEnv, ReRankVectorEnv
+from shopgym.errors import ConfigError
 
 CONFIG = EnvConfig(n_candidates=20, slate_size=5, max_pages=6)
 
@@ -269,3 +270,28 @@ def test_latent_classes_can_be_turned_off(setup) -> None:
     assert off.classes is None and off.report["latent_classes"] is None
     with pytest.raises(Exception, match="latent_classes"):
         FitConfig(latent_classes=1)
+
+
+def test_fit_config_from_options_converts_checks_and_names_bad_keys() -> None:
+    cfg = FitConfig.from_options(["class_restarts=3", "debias=false", "threads=null"], seed=5)
+    assert (cfg.class_restarts, cfg.debias, cfg.threads, cfg.seed) == (3, False, None, 5)
+    assert FitConfig.from_options({"lr": "0.01"}).lr == 0.01 and FitConfig.from_options(None) == FitConfig()
+    with pytest.raises(ConfigError, match="'class_restart'.*known keys: hidden"):
+        FitConfig.from_options(["class_restart=3"])
+    with pytest.raises(ConfigError, match="'class_restarts'.*could not be converted"):
+        FitConfig.from_options({"class_restarts": "three"})
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        FitConfig.from_options(["class_restarts"])
+    with pytest.raises(ConfigError, match="class_restarts"):  # FitConfig's own range checks still apply
+        FitConfig.from_options(["class_restarts=0"])
+
+
+def test_the_hydra_fit_group_lists_every_fit_option_at_its_default() -> None:
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    from tests.conftest import REPO_ROOT
+
+    declared = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "fit" / "default.yaml"))
+    assert declared == asdict(FitConfig())

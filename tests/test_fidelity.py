@@ -39,7 +39,7 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     monkeypatch.setenv("SHOPGYM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "fid"
     status = main(["simulate", "fidelity", "--encoder", "hashing", "--users", "300", "--slots", "30000",
-                   "--sessions", "300", "--refits", "2", "--out", str(out)])
+                   "--sessions", "300", "--refits", "2", "--fit", "seed=3", "--out", str(out)])
     assert status == 0
     assert {p.name for p in out.iterdir()} >= {"fidelity.md", "fidelity.json", "ctr_by_position.png",
                                                "response_model"}
@@ -56,9 +56,13 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     for p in policies.values():
         assert p["fitted"] > 0 and p["relative_error"] == pytest.approx(p["fitted"] / p["true"] - 1)
     assert -1.0 <= report["kendall_tau"] <= 1.0
-    # two refits (torch seeds 0 and 1): the fitted column is their mean, each has its own agreement
+    # two refits (torch seeds 3 and 4, from --fit seed=3): the fitted column is their mean, each has its own agreement
     refits = report["refits"]
-    assert [r["seed"] for r in refits] == [0, 1]
+    assert [r["seed"] for r in refits] == [3, 4]
+    # the resolved fitting options are written with the report, and the markdown names the changed ones
+    assert report["settings"]["fit"]["seed"] == 3 and report["settings"]["fit"]["class_restarts"] == 1
+    assert report["settings"]["command"]["refits"] == 2
+    assert "Fitting options: `seed=3`" in (out / "fidelity.md").read_text()
     for name, p in policies.items():
         assert p["fitted"] == pytest.approx(np.mean([r[name] for r in refits]))
     assert refits[0]["random"] != refits[1]["random"]
@@ -111,6 +115,17 @@ def test_describe_attractiveness_names_the_model_and_what_it_learned_from():
 def test_simulate_fidelity_rejects_zero_refits(tmp_path: Path, capsys):
     assert main(["simulate", "fidelity", "--refits", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--refits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "named"), [("class_restart=3", "class_restart"),
+                                             ("class_restarts=x", "class_restarts"),
+                                             ("class_restarts", "KEY=VALUE"), ("class_restarts=0", "class_restarts")])
+def test_simulate_fidelity_rejects_a_bad_fit_option_before_any_work(tmp_path: Path, capsys, option: str, named: str):
+    status = main(["simulate", "fidelity", "--fit", option, "--out", str(tmp_path / "x")])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_simulate_fidelity_rejects_a_bad_world_size(tmp_path: Path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,18 @@ def register(commands: Any) -> None:
     fid.add_argument("--sessions", type=int, default=3000, help="simulated sessions per policy (synthetic world)")
     fid.add_argument("--seed", type=int, default=0, help="world and simulation seed")
     fid.add_argument("--refits", type=int, default=1,
-                     help="synthetic world: fit the simulator this many times (torch seeds 0..R-1) and report the "
-                     "policy values' mean and each refit's agreement (single fits vary by several points)")
+                     help="synthetic world: fit the simulator this many times (torch seeds s..s+R-1, s = the fit "
+                     "seed, 0 unless --fit seed=S) and report the policy values' mean and each refit's agreement "
+                     "(single fits vary by several points)")
     fid.add_argument("--users", type=int, default=None,
                      help="synthetic world: number of shoppers (default 5,000; fewer users with the same "
                      "--slots means more logged history per shopper)")
     fid.add_argument("--slots", type=int, default=None,
                      help="synthetic world: logged slots to generate (default 200,000)")
+    fid.add_argument("--fit", action="append", default=[], metavar="KEY=VALUE",
+                     help="a response-model fitting option (a field of envs.fitted.FitConfig), repeatable; "
+                     "e.g. --fit class_restarts=3 --fit shopper_deviation=0 (the fit's own torch seed is "
+                     "--fit seed=S; --seed seeds the world and the simulation)")
     fid.set_defaults(handler=_fidelity)
 
 
@@ -45,7 +51,7 @@ def _fidelity(args: argparse.Namespace) -> int:
 
     from envs.build import make_encoder, setup_world, world_simulator
     from envs.fidelity import fidelity_report, write_report
-    from envs.fitted import fit_response_model
+    from envs.fitted import FitConfig, fit_response_model
     from envs.space import ItemSpace
     from envs.synthetic import WorldConfig
     from shopgym.data import LoggedData
@@ -53,6 +59,7 @@ def _fidelity(args: argparse.Namespace) -> int:
 
     if args.refits < 1:
         raise ConfigError(f"--refits must be >= 1, got {args.refits}")
+    fit = FitConfig.from_options(args.fit)
     if args.data is None:
         sizes = {k: v for k, v in (("n_users", args.users), ("n_slots", args.slots)) if v is not None}
         setup = setup_world(WorldConfig(seed=args.seed, **sizes), encoder=args.encoder,
@@ -76,7 +83,7 @@ def _fidelity(args: argparse.Namespace) -> int:
         queries = logs.interactions["query"].unique().tolist() if "query" in logs.interactions else []
         space = ItemSpace.build(logs.items, encoder, queries, show_progress=True)
         setup = None
-    model = fit_response_model(train, space, progress=True)
+    model = fit_response_model(train, space, fit, progress=True)
     model.save(args.out / "response_model")
     policies = None
     lengths = None
@@ -84,7 +91,6 @@ def _fidelity(args: argparse.Namespace) -> int:
     if setup is not None:
         from envs import evaluation as E
         from envs.fidelity import policy_agreement
-        from envs.fitted import FitConfig
 
         true_sim = world_simulator(setup, backend="true")
         scorers = {"random": (E.random_scorer, False), "popularity": (E.popularity_scorer, False),
@@ -101,7 +107,8 @@ def _fidelity(args: argparse.Namespace) -> int:
         runs: list[dict[str, Any]] = []
         evidence: list[float | None] = []
         for refit in range(args.refits):
-            fitted_model = model if refit == 0 else fit_response_model(train, space, FitConfig(seed=refit))
+            fitted_model = model if refit == 0 else fit_response_model(
+                train, space, FitConfig.from_options(args.fit, seed=fit.seed + refit))
             ll = ((fitted_model.report or {}).get("latent_classes") or {}).get("log_likelihood")
             evidence.append(None if ll is None else float(ll))
             fitted_sim = world_simulator(setup, backend="fitted", model=fitted_model)
@@ -113,7 +120,7 @@ def _fidelity(args: argparse.Namespace) -> int:
         for refit, run in enumerate(runs):
             values = np.array([run[name].reward_per_session for name in scorers])
             tau, mare = policy_agreement(true_values, values)
-            row = {"seed": float(refit), "kendall_tau": tau, "mean_abs_relative_error": mare,
+            row = {"seed": float(fit.seed + refit), "kendall_tau": tau, "mean_abs_relative_error": mare,
                    **{name: float(v) for name, v in zip(scorers, values, strict=True)}}
             refit_evidence = evidence[refit]
             if refit_evidence is not None:
@@ -133,6 +140,9 @@ def _fidelity(args: argparse.Namespace) -> int:
                              "fitted_pages": float(np.mean([run[name].pages_per_session for run in runs]))})
     report = fidelity_report(logs, train, test, space, model, simulated_lengths=lengths, policies=policies,
                              refits=refits if args.refits > 1 else None)
+    report.settings = {"command": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                                   if k not in ("handler", "fit")},
+                       "fit": asdict(fit)}
     write_report(report, args.out)
     print(report.to_markdown())
     print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, ctr_by_position.png")
