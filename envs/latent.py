@@ -58,6 +58,7 @@ The number of epochs is fixed (no early stopping). Without ranked pages (uniform
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -65,6 +66,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from encoders.base import l2_normalize
 from shopgym.checks import check_float, check_int
@@ -171,7 +173,9 @@ class LatentClasses(nn.Module):
             pv = p * v
             shared = shared + pv @ self.profile_weight + self.profile_cos * pv.sum(-1)
         if users is not None and self.deviation_rank:  # like rho, the deviations are learned from orders only
-            shared = shared + self.deviation_gain * ((v @ self.basis.T) * self.deviation.detach()[users]).sum(-1)
+            # delta_u . B v_i as (B' delta_u) . v_i: one (r, d) product per shopper, not one per item
+            own = self.deviation.detach()[users] @ self.basis  # (..., d)
+            shared = shared + self.deviation_gain * (v * own).sum(-1)
         # rho is learned from the logged orders only; clicks fit its gain
         return shared.unsqueeze(-1) + v @ (self.taste + self.logger_gain * self.logger_taste.detach()).T
 
@@ -264,7 +268,8 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
                        is_search: np.ndarray, row_weight: np.ndarray, exposure: np.ndarray,
                        config: LatentClassConfig | None = None,
                        profile: np.ndarray | None = None,
-                       ranked_pages: np.ndarray | None = None) -> tuple[LatentClasses, dict[str, Any]]:
+                       ranked_pages: np.ndarray | None = None,
+                       progress: bool = False) -> tuple[LatentClasses, dict[str, Any]]:
     r"""Fit :class:`LatentClasses` by EM (see the module docstring).
 
     Args:
@@ -284,6 +289,7 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
             or None to fit without the profile terms.
         ranked_pages: (P, K) rows of the pages the logging policy ranked (:func:`logged_rankings`), or None
             to learn nothing from the logged orders (then rho = 0).
+        progress: show a progress bar over the EM rounds of every restart.
 
     Returns:
         The fitted model (eval mode, posteriors set) and a small report: final loss, posterior sharpness and
@@ -298,13 +304,16 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
              else principal_directions(np.asarray(item_vecs), cfg.deviation_rank))
     best: tuple[LatentClasses, dict[str, Any]] | None = None
     evidence = []
-    for restart in range(cfg.restarts):
-        fitted = _fit_once(item_vecs, row_item, row_user, n_users, clicked, log_theta, row_request, query, is_search,
-                           row_weight, exposure, cfg, cfg.seed + 1000 * restart, profile,
-                           None if no_pages else ranked_pages, basis)
-        evidence.append(fitted[1]["log_likelihood"])
-        if best is None or fitted[1]["log_likelihood"] > best[1]["log_likelihood"]:
-            best = fitted
+    with tqdm(total=cfg.restarts * cfg.epochs, desc="fitting shopper classes", unit="EM round",
+              disable=not progress) as bar:
+        for restart in range(cfg.restarts):
+            bar.set_postfix(run=f"{restart + 1}/{cfg.restarts}")
+            fitted = _fit_once(item_vecs, row_item, row_user, n_users, clicked, log_theta, row_request, query,
+                               is_search, row_weight, exposure, cfg, cfg.seed + 1000 * restart, profile,
+                               None if no_pages else ranked_pages, basis, bar.update)
+            evidence.append(fitted[1]["log_likelihood"])
+            if best is None or fitted[1]["log_likelihood"] > best[1]["log_likelihood"]:
+                best = fitted
     assert best is not None
     model, report = best
     report.update(restart_log_likelihoods=evidence, chosen_restart=int(np.argmax(evidence)))
@@ -315,10 +324,11 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
               clicked: np.ndarray, log_theta: np.ndarray, row_request: np.ndarray, query: np.ndarray,
               is_search: np.ndarray, row_weight: np.ndarray, exposure: np.ndarray, cfg: LatentClassConfig,
               seed: int, profile: np.ndarray | None, ranked_pages: np.ndarray | None, basis: np.ndarray,
-              ) -> tuple[LatentClasses, dict[str, Any]]:
+              on_round: Callable[[], object] = lambda: None) -> tuple[LatentClasses, dict[str, Any]]:
     """One EM run of :func:`fit_latent_classes` from the initialisation and minibatches of torch ``seed``.
 
-    ``ranked_pages`` is None or non-empty; ``basis`` (r, d) holds the deviations' directions (r = 0: none).
+    ``ranked_pages`` is None or non-empty; ``basis`` (r, d) holds the deviations' directions (r = 0: none);
+    ``on_round`` is called after every EM round (a progress bar's update).
     """
     generator = torch.Generator().manual_seed(seed)
     n, dim = len(row_item), item_vecs.shape[1]
@@ -408,6 +418,7 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
             optimiser.zero_grad()
             (loss + prior_loss + penalty + rank_loss).backward()
             optimiser.step()
+        on_round()
     posterior = e_step()
     with torch.no_grad():
         model.deviation[n_users] = 0.0  # unknown users: no deviation

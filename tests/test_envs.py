@@ -29,7 +29,7 @@ def sim(setup):
 
 @pytest.fixture(scope="module")
 def model(setup):
-    return fit_world(setup, FitConfig(steps=200, batch_size=512))
+    return fit_world(setup, FitConfig(steps=200, batch_size=512, class_restarts=1))  # restarts: test_latent.py
 
 
 def test_registered_and_conforms(sim) -> None:
@@ -205,7 +205,7 @@ def test_click_only_logs_never_simulate_carts_or_purchases(tmp_path, setup) -> N
     logs = setup.train
     inter = logs.interactions.drop(columns=["carted", "purchased", "revenue"], errors="ignore")
     clicks_only = LoggedData(logs.items, inter, "clicks-only")
-    model = fit_response_model(clicks_only, setup.space, FitConfig(steps=50, batch_size=512))
+    model = fit_response_model(clicks_only, setup.space, FitConfig(steps=50, batch_size=512, class_restarts=1))
     assert not model.has_cart and not model.has_purchase
     model.save(tmp_path / "m")
     loaded = ResponseModel.load(tmp_path / "m")

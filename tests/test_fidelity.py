@@ -39,7 +39,8 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     monkeypatch.setenv("SHOPGYM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "fid"
     status = main(["simulate", "fidelity", "--encoder", "hashing", "--users", "300", "--slots", "30000",
-                   "--sessions", "300", "--refits", "2", "--fit", "seed=3", "--out", str(out)])
+                   "--sessions", "300", "--refits", "2", "--fit", "seed=3",
+                   "--fit", "class_restarts=1", "--out", str(out)])  # restarts are tested in test_latent.py
     assert status == 0
     assert {p.name for p in out.iterdir()} >= {"fidelity.md", "fidelity.json", "ctr_by_position.png",
                                                "response_model"}
@@ -62,7 +63,7 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     # the resolved fitting options are written with the report, and the markdown names the changed ones
     assert report["settings"]["fit"]["seed"] == 3 and report["settings"]["fit"]["class_restarts"] == 1
     assert report["settings"]["command"]["refits"] == 2
-    assert "Fitting options: `seed=3`" in (out / "fidelity.md").read_text()
+    assert "Fitting options: `class_restarts=1`, `seed=3`" in (out / "fidelity.md").read_text()
     for name, p in policies.items():
         assert p["fitted"] == pytest.approx(np.mean([r[name] for r in refits]))
     assert refits[0]["random"] != refits[1]["random"]

@@ -35,12 +35,12 @@ def planted_problem(seed: int = 0, exposure_signal: bool = False):
     return vecs, row_item, row_user, user_class, clicked, p
 
 
-def fit(vecs, row_item, row_user, clicked, exposure=None, **kw):
+def fit(vecs, row_item, row_user, clicked, exposure=None, progress=False, **kw):
     n = len(row_item)
     exposure = np.zeros((N_USERS, D), np.float32) if exposure is None else exposure
     return fit_latent_classes(vecs, row_item, row_user, N_USERS, clicked, np.zeros(n), np.zeros(n, np.int64),
                               np.zeros((1, D)), np.zeros(1, bool), np.ones(n), exposure,
-                              LatentClassConfig(**{"n_classes": 2, "epochs": 20, **kw}))
+                              LatentClassConfig(**{"n_classes": 2, "epochs": 20, **kw}), progress=progress)
 
 
 def test_em_recovers_planted_classes_and_their_click_rates():
@@ -234,9 +234,11 @@ def test_logged_rankings_orders_pads_and_leaves_out_exploration():
     assert logged_rankings(row_request, position, np.ones(8)).shape[0] == 3
 
 
-def test_restarts_keep_the_run_with_the_highest_log_likelihood():
+def test_restarts_keep_the_run_with_the_highest_log_likelihood(capsys):
     vecs, row_item, row_user, _, clicked, _ = planted_problem(seed=4)
-    best, report = fit(vecs, row_item, row_user, clicked, epochs=3, restarts=3)
+    best, report = fit(vecs, row_item, row_user, clicked, epochs=3, restarts=3, progress=True)
+    bar = capsys.readouterr().err
+    assert "fitting shopper classes" in bar and "9/9" in bar and "run=3/3" in bar  # 3 EM rounds x 3 restarts
     evidence = report["restart_log_likelihoods"]
     assert len(evidence) == 3 and len(set(evidence)) == 3  # different initialisations, different optima
     chosen = report["chosen_restart"]
@@ -260,3 +262,26 @@ def test_same_seed_same_model():
 def test_bad_config(kwargs):
     with pytest.raises(ConfigError):
         LatentClassConfig(**kwargs)
+
+
+def test_deviation_term_is_the_gain_times_the_shoppers_coordinates_dot_the_items():
+    import torch
+
+    from envs.latent import LatentClasses
+
+    rng = np.random.default_rng(0)
+    d, r, n_users, n_items = 12, 4, 5, 9
+    model = LatentClasses(d, n_items, n_users, 3, deviation_rank=r)
+    with torch.no_grad():
+        model.basis.copy_(torch.from_numpy(rng.normal(size=(r, d)).astype(np.float32)))
+        model.deviation.copy_(torch.from_numpy(rng.normal(size=(n_users + 1, r)).astype(np.float32)))
+        model.deviation_gain.fill_(0.7)
+    v = torch.from_numpy(rng.normal(size=(2, 6, d)).astype(np.float32))
+    q, s = torch.zeros(2, 1, d), torch.zeros(2, 1)
+    items = torch.from_numpy(rng.integers(0, n_items, (2, 6)))
+    users = torch.tensor([[1], [4]])
+    with torch.no_grad():
+        gap = model.logits(v, q, s, items, None, users) - model.logits(v, q, s, items, None, None)  # (2, 6, C)
+    basis, deviation = model.basis.numpy(), model.deviation.detach().numpy()
+    expected = 0.7 * np.einsum("bkd,rd,br->bk", v.numpy(), basis, deviation[[1, 4]])
+    np.testing.assert_allclose(gap.numpy(), np.repeat(expected[..., None], 3, axis=-1), rtol=1e-4, atol=1e-4)

@@ -21,11 +21,13 @@ Overrides use Hydra syntax (KEY=VALUE), e.g.:
   shopgym compare experiment=quick                  # a small smoke run
   shopgym compare only=[linucb,lin_ts,random] steps=500 seeds=[0,1,2,3,4]
   shopgym compare backend=fitted                    # shoppers answered by the model fitted on the logs
+  shopgym compare backend=fitted fit.class_restarts=1   # ... fitted faster (one EM run, not 3)
   shopgym compare backend=segment                   # the truth as known at segment level (a reference)
   shopgym compare data=obd data.path=../shared/data/obd/random/all
   shopgym compare --multirun agents.linucb.alpha=0.1,0.5,1.0 only=[linucb]   # a sweep
 Config groups: world (default, small), env (default, small), data (synthetic, obd, online_retail,
-generic), agent (one per agent), experiment (quick, long, revenue). See conf/compare.yaml.
+generic), fit (the response model fitted from the logs: conf/fit/default.yaml), agent (one per agent),
+experiment (quick, long, revenue). See conf/compare.yaml.
 """
 
 

@@ -41,7 +41,7 @@ def register(commands: Any) -> None:
                      help="synthetic world: logged slots to generate (default 200,000)")
     fid.add_argument("--fit", action="append", default=[], metavar="KEY=VALUE",
                      help="a response-model fitting option (a field of envs.fitted.FitConfig), repeatable; "
-                     "e.g. --fit class_restarts=3 --fit shopper_deviation=0 (the fit's own torch seed is "
+                     "e.g. --fit class_restarts=1 --fit shopper_deviation=0 (the fit's own torch seed is "
                      "--fit seed=S; --seed seeds the world and the simulation)")
     fid.set_defaults(handler=_fidelity)
 
