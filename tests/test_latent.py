@@ -285,3 +285,9 @@ def test_deviation_term_is_the_gain_times_the_shoppers_coordinates_dot_the_items
     basis, deviation = model.basis.numpy(), model.deviation.detach().numpy()
     expected = 0.7 * np.einsum("bkd,rd,br->bk", v.numpy(), basis, deviation[[1, 4]])
     np.testing.assert_allclose(gap.numpy(), np.repeat(expected[..., None], 3, axis=-1), rtol=1e-4, atol=1e-4)
+    # one shopper per row (the training path)
+    flat_users = torch.tensor([1, 4, 4, 0, 2, 1])
+    with torch.no_grad():
+        gap = model.logits(v[0], q[0], s[0], items[0], None, flat_users) - model.logits(v[0], q[0], s[0], items[0])
+    expected = 0.7 * np.einsum("kd,rd,kr->k", v[0].numpy(), basis, deviation[flat_users.numpy()])
+    np.testing.assert_allclose(gap.numpy(), np.repeat(expected[:, None], 3, axis=-1), rtol=1e-4, atol=1e-4)
