@@ -94,7 +94,8 @@ def env_config(cfg: DictConfig, slate_cap: int | None = None) -> EnvConfig:
 
 def fit_config(cfg: DictConfig) -> FitConfig:
     """The response model's FitConfig from the ``fit`` group (defaults when the config has none)."""
-    return FitConfig.from_options(OmegaConf.to_container(cfg.fit, resolve=True) if "fit" in cfg else None)  # type: ignore[arg-type]
+    options = OmegaConf.to_container(cfg.fit, resolve=True) if "fit" in cfg else None
+    return FitConfig.from_options(options)  # type: ignore[arg-type]
 
 
 def prepare(cfg: DictConfig, out: Path) -> Prepared:
@@ -104,6 +105,7 @@ def prepare(cfg: DictConfig, out: Path) -> Prepared:
     from envs.space import ItemSpace
     from envs.synthetic import WorldConfig
 
+    fit = fit_config(cfg)  # a bad fit option fails here, before the logs are made or read
     kind = str(cfg.data.kind)
     if kind == "synthetic":
         setup = setup_world(WorldConfig(**OmegaConf.to_container(cfg.world, resolve=True)),  # type: ignore[arg-type]
@@ -113,7 +115,7 @@ def prepare(cfg: DictConfig, out: Path) -> Prepared:
         model = None
         backend = backend_name(cfg.backend)
         if backend == "fitted":
-            model = fit_response_model(setup.train, setup.space, fit_config(cfg), progress=cfg.progress)
+            model = fit_response_model(setup.train, setup.space, fit, progress=cfg.progress)
             model.save(out / "response_model")
         sim = world_simulator(setup, config, backend=backend, model=model)  # type: ignore[arg-type]
         train, world = setup.train, setup.world
@@ -125,7 +127,7 @@ def prepare(cfg: DictConfig, out: Path) -> Prepared:
         queries = logs.interactions["query"].unique().tolist() if "query" in logs.interactions else []
         space = ItemSpace.build(logs.items, encoder, queries, attribute_weight=float(cfg.attribute_weight),
                                 show_progress=cfg.progress)
-        model = fit_response_model(train, space, fit_config(cfg), progress=cfg.progress)
+        model = fit_response_model(train, space, fit, progress=cfg.progress)
         model.save(out / "response_model")
         config = env_config(cfg, slate_cap=int(logs.interactions["position"].max()))
         config = EnvConfig(**{**config.__dict__, "n_candidates": min(config.n_candidates, space.n_items)})

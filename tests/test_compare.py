@@ -109,6 +109,23 @@ def test_cli_reports_bad_input_as_one_message(tmp_path, monkeypatch, capsys) -> 
     assert "shopgym: error:" in err and "nope" in err and "Traceback" not in err
 
 
+def test_a_bad_fit_option_is_one_message_before_any_logs_are_made(tmp_path, monkeypatch, capsys) -> None:
+    from shopgym.cli import main
+
+    import envs.build
+
+    def no_world(*args, **kwargs):
+        raise AssertionError("the world was built before the fit options were checked")
+
+    monkeypatch.setattr(envs.build, "setup_world", no_world)
+    monkeypatch.chdir(tmp_path)
+    status = main(["compare", "experiment=quick", "backend=fitted", "fit.class_restarts=x", "progress=false",
+                   f"hydra.run.dir={tmp_path}/o"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "shopgym: error: fit option 'class_restarts'" in err and "Traceback" not in err
+
+
 def test_backend_option_accepts_what_hydra_parses():
     from shopgym.compare import backend_name
     from shopgym.errors import ConfigError
