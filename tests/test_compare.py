@@ -110,9 +110,8 @@ def test_cli_reports_bad_input_as_one_message(tmp_path, monkeypatch, capsys) -> 
 
 
 def test_a_bad_fit_option_is_one_message_before_any_logs_are_made(tmp_path, monkeypatch, capsys) -> None:
-    from shopgym.cli import main
-
     import envs.build
+    from shopgym.cli import main
 
     def no_world(*args, **kwargs):
         raise AssertionError("the world was built before the fit options were checked")
