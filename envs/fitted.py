@@ -67,7 +67,7 @@ from envs.latent import (
     table_rows,
 )
 from envs.space import ItemSpace
-from shopgym.checks import torch_threads
+from shopgym.checks import check_int, torch_threads
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.data.io import atomic_write
@@ -139,18 +139,16 @@ class FitConfig:
         if self.latent_classes == 1 or self.latent_classes < 0 or self.class_epochs < 1:
             raise ConfigError(f"`latent_classes` must be 0 (off) or >= 2 and `class_epochs` >= 1, got "
                               f"{self.latent_classes} and {self.class_epochs}")
-        if self.class_restarts < 1:
-            raise ConfigError(f"`class_restarts` must be >= 1, got {self.class_restarts}")
-        if self.shopper_deviation < 0:
-            raise ConfigError(f"`shopper_deviation` must be >= 0 (0: off), got {self.shopper_deviation}")
+        check_int(self.class_restarts, "class_restarts", min_value=1)
+        check_int(self.shopper_deviation, "shopper_deviation", min_value=0)
         if not 0.0 <= self.valid_fraction < 0.5:
             raise ConfigError(f"`valid_fraction` must be in [0, 0.5), got {self.valid_fraction}")
         if not 0.0 <= self.default_continuation < 1.0:
             raise ConfigError(f"`default_continuation` must be in [0, 1), got {self.default_continuation}")
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any] | Sequence[str] | None = None, **fixed: Any) -> FitConfig:
-        """A config from a mapping (e.g. Hydra's ``fit`` group) or ``key=value`` strings, then ``fixed``.
+    def from_options(cls, options: Mapping[str, Any] | Sequence[str] | None = None) -> FitConfig:
+        """A config from a mapping (e.g. Hydra's ``fit`` group) or ``key=value`` strings.
 
         Values are converted and checked against the fields' types (by OmegaConf), so ``"class_restarts=3"``
         and ``{"class_restarts": "3"}`` both give 3; in strings, values are YAML (``threads=null``).
@@ -171,7 +169,7 @@ class FitConfig:
                     if not sep or not key.strip():
                         raise ConfigError(f"fit option {item!r} is not KEY=VALUE (known keys: {known})")
                 given = OmegaConf.from_dotlist([str(item) for item in options])  # values parsed as YAML
-            merged = OmegaConf.merge(OmegaConf.structured(cls), given, fixed)
+            merged = OmegaConf.merge(OmegaConf.structured(cls), given)
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
             raise ConfigError(f"fit option {key!r}: {str(err).splitlines()[0]} (known keys: {known})") from None

@@ -329,7 +329,7 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
               clicked: np.ndarray, log_theta: np.ndarray, row_request: np.ndarray, query: np.ndarray,
               is_search: np.ndarray, row_weight: np.ndarray, exposure: np.ndarray, cfg: LatentClassConfig,
               seed: int, profile: np.ndarray | None, ranked_pages: np.ndarray | None, basis: np.ndarray,
-              on_round: Callable[[], object] = lambda: None) -> tuple[LatentClasses, dict[str, Any]]:
+              on_round: Callable[[], object]) -> tuple[LatentClasses, dict[str, Any]]:
     """One EM run of :func:`fit_latent_classes` from the initialisation and minibatches of torch ``seed``.
 
     ``ranked_pages`` is None or non-empty; ``basis`` (r, d) holds the deviations' directions (r = 0: none);

@@ -273,7 +273,7 @@ def test_latent_classes_can_be_turned_off(setup) -> None:
 
 
 def test_fit_config_from_options_converts_checks_and_names_bad_keys() -> None:
-    cfg = FitConfig.from_options(["class_restarts=3", "debias=false", "threads=null"], seed=5)
+    cfg = FitConfig.from_options(["class_restarts=3", "debias=false", "threads=null", "seed=5"])
     assert (cfg.class_restarts, cfg.debias, cfg.threads, cfg.seed) == (3, False, None, 5)
     assert FitConfig.from_options({"lr": "0.01"}).lr == 0.01 and FitConfig.from_options(None) == FitConfig()
     with pytest.raises(ConfigError, match="'class_restart'.*known keys: hidden"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ def _fidelity(args: argparse.Namespace) -> int:
         evidence: list[float | None] = []
         for refit in range(args.refits):
             fitted_model = model if refit == 0 else fit_response_model(
-                train, space, FitConfig.from_options(args.fit, seed=fit.seed + refit), progress=True)
+                train, space, replace(fit, seed=fit.seed + refit), progress=True)
             ll = ((fitted_model.report or {}).get("latent_classes") or {}).get("log_likelihood")
             evidence.append(None if ll is None else float(ll))
             fitted_sim = world_simulator(setup, backend="fitted", model=fitted_model)
