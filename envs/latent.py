@@ -6,7 +6,7 @@ latent classes of shoppers:
 
 .. math::
     P(c = 1 \mid k, u, i, q) = \theta_k \sum_{c=1}^{C} r_{uc}\,
-        \sigma\big(a_0 + b_i + \omega^\top (q \odot v_i) + \kappa\, q^\top v_i + \beta s
+        \sigma\big(a_0 + b_i + \omega^\top (q \odot v_i) + \kappa\, q^\top v_i + \beta s + s\, f(q^\top v_i)
         + \omega_p^\top (p \odot v_i) + \kappa_p\, p^\top v_i + (\tau_c + \gamma \rho_c)^\top v_i
         + \gamma_\delta\, \delta_u^\top B v_i\big),
 
@@ -15,6 +15,14 @@ flag, :math:`p` the shopper's profile at the request (their earlier engagements,
 included: it carries a session's intent and individual taste, which no class can), :math:`b_i` a per-item
 bias, :math:`\tau_c` the taste of class ``c`` and :math:`\theta_k` the position bias (fixed: it comes from
 the response model).
+
+:math:`f` is the *query-relevance curve* of search pages: piecewise linear in the query-item cosine, with
+knots at quantiles of the cosines of the logged search rows and one learned value per knot (constant
+beyond the end knots). Relevance in a shop is close to a step (an item of the query's category or not), and
+a logit linear in the cosine can only approximate a step by a gentle slope: on the built-in worlds it
+predicted items far from the query 4-7x too often, which matters when the env's candidates hold many such
+items (its popular, CF and random sources on a search page). The curve lets the logged explored searches
+set the step's height.
 
 :math:`\rho_c` is class ``c``'s taste *as the logging policy saw it*, learned from the order of the pages
 the logging policy ranked itself (not its exploration): a Plackett-Luce model of each such page's shown
@@ -87,6 +95,8 @@ class LatentClassConfig:
         l2: L2 penalty on the class tastes, the item biases, the query weights and the profile weights.
         deviation_rank: rank r of each shopper's own deviation from their class's logger taste (0: none;
             capped at the item dimension and the catalog size). Learned only from ranked pages.
+        relevance_knots: knots of the query-relevance curve of search pages (0 or 1: none; the curve also
+            needs search rows in the logs).
         restarts: EM runs from different initialisations (torch seeds ``seed + 1000 * j``); the one with the
             highest observed-data log-likelihood is kept. 1 runs EM once, with ``seed``.
         seed: torch seed (class initialisation and minibatches).
@@ -100,6 +110,7 @@ class LatentClassConfig:
     lr: float = 0.02
     l2: float = 1e-6
     deviation_rank: int = 32
+    relevance_knots: int = 12
     restarts: int = 1
     seed: int = 0
 
@@ -111,6 +122,7 @@ class LatentClassConfig:
             check_float(getattr(self, name), name, min_value=0.0, min_inclusive=False)
         check_float(self.l2, "l2", min_value=0.0)
         check_int(self.deviation_rank, "deviation_rank", min_value=0)
+        check_int(self.relevance_knots, "relevance_knots", min_value=0)
         check_int(self.restarts, "restarts", min_value=1)
         check_int(self.seed, "seed")
 
@@ -124,10 +136,15 @@ class LatentClasses(nn.Module):
         n_users: logged users U (their posteriors are rows 0..U-1; row U holds the prior of unknown users).
         n_classes: C.
         deviation_rank: r, the rank of the shoppers' own deviations (0: none).
+        relevance_knots: knots of the query-relevance curve f (fewer than 2: no curve).
     """
 
-    def __init__(self, dim: int, n_items: int, n_users: int, n_classes: int, deviation_rank: int = 0) -> None:
+    def __init__(self, dim: int, n_items: int, n_users: int, n_classes: int, deviation_rank: int = 0,
+                 relevance_knots: int = 0) -> None:
         super().__init__()
+        self.knots: torch.Tensor
+        self.register_buffer("knots", torch.zeros(relevance_knots))  # set when fitting (ascending cosines)
+        self.relevance = nn.Parameter(torch.zeros(relevance_knots))  # f at each knot
         self.taste = nn.Parameter(torch.zeros(n_classes, dim))
         self.query_weight = nn.Parameter(torch.zeros(dim))
         self.query_cos = nn.Parameter(torch.zeros(1))
@@ -167,8 +184,11 @@ class LatentClasses(nn.Module):
         profile terms) and user rows ``users`` (...) into the deviation table (None: no deviation term).
         """
         qv = q * v
+        cos = qv.sum(-1)
         shared = (self.intercept + self.item_bias(items).squeeze(-1) + qv @ self.query_weight
-                  + self.query_cos * qv.sum(-1) + self.search * s)
+                  + self.query_cos * cos + self.search * s)
+        if len(self.knots) >= 2:
+            shared = shared + s * self.relevance_curve(cos)
         if p is not None:
             pv = p * v
             shared = shared + pv @ self.profile_weight + self.profile_cos * pv.sum(-1)
@@ -183,6 +203,14 @@ class LatentClasses(nn.Module):
             shared = shared + self.deviation_gain * own
         # rho is learned from the logged orders only; clicks fit its gain
         return shared.unsqueeze(-1) + v @ (self.taste + self.logger_gain * self.logger_taste.detach()).T
+
+    def relevance_curve(self, cos: torch.Tensor) -> torch.Tensor:
+        """f(cos): linear interpolation of the knot values, constant beyond the end knots (same shape as ``cos``)."""
+        k = len(self.knots)
+        right = torch.searchsorted(self.knots, cos.contiguous()).clamp(1, k - 1)
+        low, high = self.knots[right - 1], self.knots[right]
+        share = ((cos - low) / (high - low)).clamp(0.0, 1.0)  # knots are distinct
+        return self.relevance[right - 1] * (1 - share) + self.relevance[right] * share
 
     @torch.inference_mode()
     def attractiveness(self, item_vecs: np.ndarray, query: np.ndarray, is_search: np.ndarray, items: np.ndarray,
@@ -208,6 +236,23 @@ def principal_directions(x: np.ndarray, rank: int) -> np.ndarray:
     centred = x.astype(np.float64) - x.mean(axis=0, keepdims=True)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     return vt[:rank].astype(np.float32)
+
+
+def relevance_knots(item_vecs: np.ndarray, row_item: np.ndarray, row_request: np.ndarray, query: np.ndarray,
+                    is_search: np.ndarray, n_knots: int) -> np.ndarray:
+    """(k,) float32 ascending knots of the query-relevance curve: distinct quantiles of the search rows' cosines.
+
+    The quantiles are evenly spaced from 0 to 1 (so the first and last knots are the smallest and largest
+    cosine). Fewer than 2 distinct values (no search rows, or ``n_knots`` < 2) give no knots, and no curve.
+    """
+    search = np.asarray(is_search)[row_request] > 0
+    if n_knots < 2 or not search.any():
+        return np.zeros(0, np.float32)
+    rows = np.flatnonzero(search)
+    cos = np.einsum("nd,nd->n", np.asarray(query)[np.asarray(row_request)[rows]],
+                    np.asarray(item_vecs)[np.asarray(row_item)[rows]])
+    knots = np.unique(np.quantile(cos, np.linspace(0.0, 1.0, n_knots)).astype(np.float32))
+    return knots if len(knots) >= 2 else np.zeros(0, np.float32)
 
 
 def table_rows(user_rows: np.ndarray | None, n_users: int, size: int) -> np.ndarray:
@@ -307,6 +352,7 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
     # the deviations' directions B: the same for every restart
     basis = (np.zeros((0, item_vecs.shape[1]), np.float32) if no_pages
              else principal_directions(np.asarray(item_vecs), cfg.deviation_rank))
+    knots = relevance_knots(item_vecs, row_item, row_request, query, is_search, cfg.relevance_knots)
     best: tuple[LatentClasses, dict[str, Any]] | None = None
     evidence = []
     with tqdm(total=cfg.restarts * cfg.epochs, desc="fitting shopper classes", unit="EM round",
@@ -315,7 +361,7 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
             bar.set_postfix(run=f"{restart + 1}/{cfg.restarts}")
             fitted = _fit_once(item_vecs, row_item, row_user, n_users, clicked, log_theta, row_request, query,
                                is_search, row_weight, exposure, cfg, cfg.seed + 1000 * restart, profile,
-                               None if no_pages else ranked_pages, basis, bar.update)
+                               None if no_pages else ranked_pages, basis, knots, bar.update)
             evidence.append(fitted[1]["log_likelihood"])
             if best is None or fitted[1]["log_likelihood"] > best[1]["log_likelihood"]:
                 best = fitted
@@ -329,18 +375,20 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
               clicked: np.ndarray, log_theta: np.ndarray, row_request: np.ndarray, query: np.ndarray,
               is_search: np.ndarray, row_weight: np.ndarray, exposure: np.ndarray, cfg: LatentClassConfig,
               seed: int, profile: np.ndarray | None, ranked_pages: np.ndarray | None, basis: np.ndarray,
-              on_round: Callable[[], object]) -> tuple[LatentClasses, dict[str, Any]]:
+              knots: np.ndarray, on_round: Callable[[], object]) -> tuple[LatentClasses, dict[str, Any]]:
     """One EM run of :func:`fit_latent_classes` from the initialisation and minibatches of torch ``seed``.
 
     ``ranked_pages`` is None or non-empty; ``basis`` (r, d) holds the deviations' directions (r = 0: none);
+    ``knots`` (k,) those of the query-relevance curve (:func:`relevance_knots`; k < 2: none);
     ``on_round`` is called after every EM round (a progress bar's update).
     """
     generator = torch.Generator().manual_seed(seed)
     n, dim = len(row_item), item_vecs.shape[1]
-    model = LatentClasses(dim, len(item_vecs), n_users, cfg.n_classes, len(basis))
+    model = LatentClasses(dim, len(item_vecs), n_users, cfg.n_classes, len(basis), len(knots))
     with torch.no_grad():  # small random tastes break the symmetry between classes
         model.taste.normal_(0.0, 0.01, generator=generator)
         model.basis.copy_(torch.from_numpy(basis))
+        model.knots.copy_(torch.from_numpy(knots))
     t_items = torch.from_numpy(np.asarray(item_vecs, dtype=np.float32))
     t_item = torch.from_numpy(np.asarray(row_item, dtype=np.int64))
     t_user = torch.from_numpy(np.asarray(row_user, dtype=np.int64))
@@ -432,5 +480,6 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
               "log_likelihood": evidence[0],
               "ranked_pages": n_pages, "logger_gain": float(model.logger_gain.detach()),
               "deviation_rank": model.deviation_rank, "deviation_gain": float(model.deviation_gain.detach()),
+              "relevance_knots": len(knots),
               "config": asdict(cfg)}
     return model, report

@@ -255,10 +255,14 @@ def test_latent_classes_are_fitted_on_logs_with_users_and_survive_save_and_load(
     assert loaded.classes is not None
     # the shoppers' own deviations (learned from the logger's ranked pages) are saved too
     assert loaded.classes.deviation_rank == model.classes.deviation_rank > 0
+    # and so is the query-relevance curve of search pages
+    assert len(loaded.classes.knots) == len(model.classes.knots) >= 2
+    np.testing.assert_array_equal(loaded.classes.relevance.detach().numpy(), model.classes.relevance.detach().numpy())
     rng = np.random.default_rng(0)
     items = rng.integers(0, setup.space.n_items, (6, 4))
-    args = (rng.normal(size=(6, setup.space.dim)), setup.space.item_vecs[items], np.zeros((6, setup.space.dim)),
-            np.zeros(6, bool), items, np.array([0, 1, 2, -1, 5, 10**6]))
+    queries = setup.space.query_vecs[rng.integers(0, len(setup.space.query_vecs), 6)] * (np.arange(6) % 2)[:, None]
+    args = (rng.normal(size=(6, setup.space.dim)), setup.space.item_vecs[items], queries,
+            np.arange(6) % 2 == 1, items, np.array([0, 1, 2, -1, 5, 10**6]))
     np.testing.assert_array_equal(model.predict(*args), loaded.predict(*args))
     # the class mixture, not the MLP's click head, answers P(click | examined)
     np.testing.assert_allclose(model.predict(*args)[..., 0],

@@ -258,7 +258,8 @@ def test_same_seed_same_model():
 
 
 @pytest.mark.parametrize("kwargs", [{"n_classes": 1}, {"epochs": 0}, {"lr": 0.0}, {"passes_per_epoch": -1.0},
-                                    {"l2": -1.0}, {"batch_size": 0}, {"deviation_rank": -1}, {"restarts": 0}])
+                                    {"l2": -1.0}, {"batch_size": 0}, {"deviation_rank": -1}, {"restarts": 0},
+                                    {"relevance_knots": -1}, {"relevance_knots": 2.5}])
 def test_bad_config(kwargs):
     with pytest.raises(ConfigError):
         LatentClassConfig(**kwargs)
@@ -291,3 +292,85 @@ def test_deviation_term_is_the_gain_times_the_shoppers_coordinates_dot_the_items
         gap = model.logits(v[0], q[0], s[0], items[0], None, flat_users) - model.logits(v[0], q[0], s[0], items[0])
     expected = 0.7 * np.einsum("kd,rd,kr->k", v[0].numpy(), basis, deviation[flat_users.numpy()])
     np.testing.assert_allclose(gap.numpy(), np.repeat(expected[:, None], 3, axis=-1), rtol=1e-4, atol=1e-4)
+
+
+def test_relevance_knots_are_distinct_quantiles_of_the_search_rows_cosines():
+    from envs.latent import relevance_knots
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(30, 4))
+    query = np.zeros((3, 4))
+    query[1:] = rng.normal(size=(2, 4))
+    is_search = np.array([False, True, True])
+    row_item, row_request = rng.integers(0, 30, 500), rng.integers(0, 3, 500)
+    knots = relevance_knots(vecs, row_item, row_request, query, is_search, 5)
+    search = row_request > 0
+    cos = np.einsum("nd,nd->n", query[row_request[search]], vecs[row_item[search]])
+    np.testing.assert_allclose(knots, np.quantile(cos, [0, 0.25, 0.5, 0.75, 1.0]), rtol=1e-5)
+    assert knots.dtype == np.float32 and np.all(np.diff(knots) > 0)
+    assert len(relevance_knots(vecs, row_item, row_request, query, np.zeros(3, bool), 5)) == 0  # no searches
+    assert len(relevance_knots(vecs, row_item, row_request, query, is_search, 1)) == 0
+    one_value = relevance_knots(vecs, np.zeros(500, np.int64), np.ones(500, np.int64), query, is_search, 5)
+    assert len(one_value) == 0  # a single distinct cosine: no curve
+
+
+def test_relevance_curve_interpolates_its_knots_and_is_flat_beyond_them():
+    import torch
+
+    from envs.latent import LatentClasses
+
+    model = LatentClasses(4, 3, 2, 2, relevance_knots=3)
+    with torch.no_grad():
+        model.knots.copy_(torch.tensor([0.0, 0.2, 0.6]))
+        model.relevance.copy_(torch.tensor([-3.0, 1.0, 2.0]))
+        got = model.relevance_curve(torch.tensor([[-1.0, 0.0, 0.1, 0.2, 0.4, 0.6, 0.9]]))
+    np.testing.assert_allclose(got.numpy(), [[-3.0, -3.0, -1.0, 1.0, 1.5, 2.0, 2.0]], atol=1e-6)
+    # browsing rows (search flag 0) get no relevance term
+    v, items = torch.ones(1, 2, 4) / 2, torch.zeros(1, 2, dtype=torch.int64)
+    q = torch.full((1, 1, 4), 0.1)
+    with torch.no_grad():
+        browse = model.logits(v, q, torch.zeros(1, 1), items) - model.logits(v, q, torch.zeros(1, 1), items)
+        search = model.logits(v, q, torch.ones(1, 1), items) - model.logits(v, q, torch.zeros(1, 1), items)
+    assert float(browse.abs().max()) == 0.0
+    np.testing.assert_allclose(search.numpy(), 1.0 + model.search.item(), atol=1e-6)  # cos(q, v) = 0.2: f = 1
+
+
+def step_relevance_problem(seed: int = 7):
+    """Search rows whose click rate is a step in the query-item cosine: 0.3 above 0.5, 0.003 below 0.3.
+
+    Two queries, along e_0 and e_1; each item is close to one (cosine in [0.5, 0.8]) and far from the other
+    ([0.05, 0.3]), so neither an item's bias nor a class's taste can stand in for relevance. Inside each group
+    the rate is flat, so a logit linear in the cosine cannot fit both groups.
+    """
+    rng = np.random.default_rng(seed)
+    n_items = 60
+    close, far = rng.uniform(0.5, 0.8, n_items), rng.uniform(0.05, 0.3, n_items)
+    to_first = np.arange(n_items) < n_items // 2
+    cos = np.c_[np.where(to_first, close, far), np.where(to_first, far, close)]  # (items, 2 queries)
+    rest = rng.normal(size=(n_items, D - 2))
+    rest *= (np.sqrt(1 - (cos**2).sum(1)) / np.linalg.norm(rest, axis=1))[:, None]
+    vecs = np.c_[cos, rest]
+    query = np.eye(2, D)
+    n = 24_000
+    row_item, row_request = rng.integers(0, n_items, n), rng.integers(0, 2, n)
+    clicked = (rng.random(n) < np.where(cos[row_item, row_request] > 0.4, 0.3, 0.003)).astype(np.float64)
+    return vecs, row_item, row_request, clicked, query, cos
+
+
+@pytest.mark.parametrize("knots", [0, 12])
+def test_relevance_curve_fits_a_step_in_the_query_cosine(knots):
+    vecs, row_item, row_request, clicked, query, cos = step_relevance_problem()
+    n = len(row_item)
+    row_user = np.arange(n) % N_USERS
+    model, report = fit_latent_classes(
+        vecs, row_item, row_user, N_USERS, clicked, np.zeros(n), row_request, query, np.ones(2, bool),
+        np.ones(n), np.zeros((N_USERS, D), np.float32),
+        LatentClassConfig(n_classes=2, epochs=30, lr=0.1, relevance_knots=knots))
+    assert report["relevance_knots"] == knots
+    items = np.tile(np.arange(len(vecs)), (2, 1))
+    pred = model.attractiveness(vecs[items], query, np.ones(2, bool), items, None)  # (2 queries, items)
+    far, close = pred[cos.T < 0.4].mean(), pred[cos.T > 0.4].mean()
+    if knots:  # both groups' rates (measured: 0.0038 and 0.325)
+        assert 0.0015 < far < 0.005 and abs(close - 0.3) < 0.035
+    else:  # a logit linear in the cosine predicts the far items 2.5x too often (measured: 0.0076)
+        assert far > 0.006
