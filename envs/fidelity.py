@@ -153,7 +153,8 @@ def attractiveness_summary(model: ResponseModel) -> dict[str, Any]:
             "mean_max_posterior": float(classes["mean_max_posterior"]),
             "ranked_pages": int(classes.get("ranked_pages", 0)), "logger_gain": float(classes.get("logger_gain", 0.0)),
             "deviation_rank": int(classes.get("deviation_rank", 0)),
-            "deviation_gain": float(classes.get("deviation_gain", 0.0))}
+            "deviation_gain": float(classes.get("deviation_gain", 0.0)),
+            "relevance_knots": int(classes.get("relevance_knots", 0))}
 
 
 def describe_attractiveness(summary: dict[str, Any]) -> str:
@@ -166,8 +167,10 @@ def describe_attractiveness(summary: dict[str, Any]) -> str:
     orders = (f"the order of {pages:,} pages the logging policy ranked itself (gain on its beliefs "
               f"{summary['logger_gain']:.2f}{own})" if pages else "no logged orders (no page the logging policy "
               "ranked itself)")
+    knots = summary.get("relevance_knots", 0)
+    curve = f" Search pages: a query-relevance curve with {knots} knots." if knots else ""
     return (f"Attractiveness: {summary['n_classes']} latent shopper classes (mean largest posterior "
-            f"{summary['mean_max_posterior']:.2f}), learned from clicks, exposure and {orders}.")
+            f"{summary['mean_max_posterior']:.2f}), learned from clicks, exposure and {orders}.{curve}")
 
 
 def wilson(successes: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:

@@ -111,6 +111,8 @@ def test_describe_attractiveness_names_the_model_and_what_it_learned_from():
     with_own = describe_attractiveness({**classes, "ranked_pages": 5, "logger_gain": 1.8, "deviation_rank": 32,
                                         "deviation_gain": 0.12})
     assert "own deviation from their class, rank 32, gain 0.12" in with_own
+    assert "relevance" not in with_own
+    assert "a query-relevance curve with 12 knots" in describe_attractiveness({**classes, "relevance_knots": 12})
 
 
 def test_simulate_fidelity_rejects_zero_refits(tmp_path: Path, capsys):
