@@ -238,7 +238,7 @@ def principal_directions(x: np.ndarray, rank: int) -> np.ndarray:
     return vt[:rank].astype(np.float32)
 
 
-def relevance_knots(item_vecs: np.ndarray, row_item: np.ndarray, row_request: np.ndarray, query: np.ndarray,
+def search_cosine_knots(item_vecs: np.ndarray, row_item: np.ndarray, row_request: np.ndarray, query: np.ndarray,
                     is_search: np.ndarray, n_knots: int) -> np.ndarray:
     """(k,) float32 ascending knots of the query-relevance curve: distinct quantiles of the search rows' cosines.
 
@@ -352,7 +352,7 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
     # the deviations' directions B: the same for every restart
     basis = (np.zeros((0, item_vecs.shape[1]), np.float32) if no_pages
              else principal_directions(np.asarray(item_vecs), cfg.deviation_rank))
-    knots = relevance_knots(item_vecs, row_item, row_request, query, is_search, cfg.relevance_knots)
+    knots = search_cosine_knots(item_vecs, row_item, row_request, query, is_search, cfg.relevance_knots)
     best: tuple[LatentClasses, dict[str, Any]] | None = None
     evidence = []
     with tqdm(total=cfg.restarts * cfg.epochs, desc="fitting shopper classes", unit="EM round",
@@ -379,7 +379,7 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
     """One EM run of :func:`fit_latent_classes` from the initialisation and minibatches of torch ``seed``.
 
     ``ranked_pages`` is None or non-empty; ``basis`` (r, d) holds the deviations' directions (r = 0: none);
-    ``knots`` (k,) those of the query-relevance curve (:func:`relevance_knots`; k < 2: none);
+    ``knots`` (k,) those of the query-relevance curve (:func:`search_cosine_knots`; k < 2: none);
     ``on_round`` is called after every EM round (a progress bar's update).
     """
     generator = torch.Generator().manual_seed(seed)

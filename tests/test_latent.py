@@ -295,7 +295,7 @@ def test_deviation_term_is_the_gain_times_the_shoppers_coordinates_dot_the_items
 
 
 def test_relevance_knots_are_distinct_quantiles_of_the_search_rows_cosines():
-    from envs.latent import relevance_knots
+    from envs.latent import search_cosine_knots
 
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(30, 4))
@@ -303,14 +303,14 @@ def test_relevance_knots_are_distinct_quantiles_of_the_search_rows_cosines():
     query[1:] = rng.normal(size=(2, 4))
     is_search = np.array([False, True, True])
     row_item, row_request = rng.integers(0, 30, 500), rng.integers(0, 3, 500)
-    knots = relevance_knots(vecs, row_item, row_request, query, is_search, 5)
+    knots = search_cosine_knots(vecs, row_item, row_request, query, is_search, 5)
     search = row_request > 0
     cos = np.einsum("nd,nd->n", query[row_request[search]], vecs[row_item[search]])
     np.testing.assert_allclose(knots, np.quantile(cos, [0, 0.25, 0.5, 0.75, 1.0]), rtol=1e-5)
     assert knots.dtype == np.float32 and np.all(np.diff(knots) > 0)
-    assert len(relevance_knots(vecs, row_item, row_request, query, np.zeros(3, bool), 5)) == 0  # no searches
-    assert len(relevance_knots(vecs, row_item, row_request, query, is_search, 1)) == 0
-    one_value = relevance_knots(vecs, np.zeros(500, np.int64), np.ones(500, np.int64), query, is_search, 5)
+    assert len(search_cosine_knots(vecs, row_item, row_request, query, np.zeros(3, bool), 5)) == 0  # no searches
+    assert len(search_cosine_knots(vecs, row_item, row_request, query, is_search, 1)) == 0
+    one_value = search_cosine_knots(vecs, np.zeros(500, np.int64), np.ones(500, np.int64), query, is_search, 5)
     assert len(one_value) == 0  # a single distinct cosine: no curve
 
 
