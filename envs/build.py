@@ -128,12 +128,20 @@ def _common(train: LoggedData, space: ItemSpace, config: EnvConfig) -> tuple[Use
 
 #: the response backends a synthetic-world simulator can have (see :func:`world_simulator`)
 WORLD_BACKENDS = ("true", "segment", "fitted")
+#: which of the world's shoppers a synthetic-world simulator draws sessions from (see :func:`world_simulator`)
+WORLD_SHOPPERS = ("all", "logged")
 
 
 def world_simulator(setup: WorldSetup, config: EnvConfig | None = None, *,
                     backend: Literal["true", "segment", "fitted"] = "true",
-                    model: ResponseModel | None = None) -> Simulator:
+                    model: ResponseModel | None = None,
+                    shoppers: Literal["all", "logged"] = "all") -> Simulator:
     """A simulator of the synthetic world's shoppers, answered by the true model or by a fitted one.
+
+    ``shoppers="all"`` draws sessions from every shopper of the world by activity, including those absent
+    from the training logs (unknown users to a fitted model: about a quarter of the sessions on the default
+    world); ``"logged"`` draws only the shoppers of the training logs, at their activity renormalised (the
+    population a simulator fitted from logs knows, as :func:`log_simulator` draws it).
 
     ``backend="segment"`` answers with :class:`~envs.backends.SegmentReferenceBackend` (the truth as known
     to a model that identified every shopper's segment and nothing individual), a reference for fidelity.
@@ -143,7 +151,9 @@ def world_simulator(setup: WorldSetup, config: EnvConfig | None = None, *,
     """
     config = config or EnvConfig()
     users, generator, default = _common(setup.train, setup.space, config)
-    source = SessionSource(setup.space, users, world=setup.world)
+    if shoppers not in WORLD_SHOPPERS:
+        raise ConfigError(f"`shoppers` must be one of {', '.join(map(repr, WORLD_SHOPPERS))}, got {shoppers!r}")
+    source = SessionSource(setup.space, users, world=setup.world, logged_only=shoppers == "logged")
     if backend == "true":
         engine: TrueWorldBackend | FittedBackend = TrueWorldBackend(setup.world)
     elif backend == "segment":

@@ -133,21 +133,30 @@ class SessionSource:
         users: the env's user table.
         world: draw from this synthetic world (users by activity, intents from tastes), or
         log_starts: (user row, query index) pairs of the logged sessions' first requests, drawn uniformly.
+        logged_only: with ``world``, draw only the shoppers of the user table (those of the logs it was built
+            from), at their activity renormalised; False draws every shopper of the world, and those the logs
+            never saw are unknown users (row -1).
     """
 
     def __init__(self, space: ItemSpace, users: UserTable, *, world: SyntheticWorld | None = None,
-                 log_starts: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 log_starts: tuple[np.ndarray, np.ndarray] | None = None, logged_only: bool = False) -> None:
         if (world is None) == (log_starts is None):
             raise ConfigError("give exactly one of `world` or `log_starts`")
         self.space, self.users, self.world, self.log_starts = space, users, world, log_starts
+        self._activity: np.ndarray | None = None
         if world is not None:
             self._world_to_row = users.user_ids.get_indexer(pd.Index(world.user_ids()))
+            if logged_only:
+                rate = np.where(self._world_to_row >= 0, world.population.activity, 0.0)
+                if rate.sum() <= 0:
+                    raise ConfigError("`logged_only`: none of the world's shoppers is in the logs' user table")
+                self._activity = rate / rate.sum()
 
     def sample(self, rng: np.random.Generator, n: int, fake_share: float) -> Sessions:
         """``n`` new sessions."""
         fake = rng.random(n) < fake_share
         if self.world is not None:
-            world_user, intent = self.world.sample_sessions(rng, n)
+            world_user, intent = self.world.sample_sessions(rng, n, activity=self._activity)
             query = self.space.query_index(self.world.query_text(intent))
             return Sessions(self._world_to_row[world_user], world_user, intent, query, intent.is_search, fake)
         assert self.log_starts is not None

@@ -345,7 +345,8 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
         The fitted model (eval mode, posteriors set) and a small report: final loss, posterior sharpness and
         the observed-data log-likelihood :math:`\sum_u \log \sum_c \pi_{uc} \prod_{r} P(y_r \mid c)
         \prod_g L_c(g)` (unweighted rows), which tells a better EM optimum from a worse one between refits
-        of the same logs; with ``config.restarts > 1`` also every restart's log-likelihood and the one kept.
+        of the same logs, and its value at every E-step of the kept run (``log_likelihood_by_round``: how far
+        EM had converged); with ``config.restarts > 1`` also every restart's log-likelihood and the one kept.
     """
     cfg = config or LatentClassConfig()
     no_pages = ranked_pages is None or len(ranked_pages) == 0
@@ -430,7 +431,7 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
         tail = torch.log((torch.exp(scores - top) * valid).flip(1).cumsum(1).flip(1).clamp_min(1e-30)) + top
         return ((scores - tail) * valid).sum(1)
 
-    evidence = [0.0]  # observed-data log-likelihood at the latest E-step
+    evidence: list[float] = []  # observed-data log-likelihood at every E-step
 
     def e_step() -> torch.Tensor:
         with torch.no_grad():
@@ -442,7 +443,7 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
                 idx = torch.arange(start, min(start + 65536, n_pages))
                 total.index_add_(0, t_page_user[idx], page_loglik(idx))
             joint = total + torch.log_softmax(model.prior(t_exposure), -1)  # (U, C) log P(data_u, c)
-            evidence[0] = float(torch.logsumexp(joint, -1).sum())
+            evidence.append(float(torch.logsumexp(joint, -1).sum()))
             posterior = torch.softmax(joint, -1)
             model.posterior[:n_users] = posterior
             model.posterior[n_users] = torch.softmax(model.prior.bias, -1)  # users unknown to the logs
@@ -477,7 +478,7 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
         model.deviation[n_users] = 0.0  # unknown users: no deviation
     model.eval()
     report = {"final_loss": float(loss.detach()), "mean_max_posterior": float(posterior.max(-1).values.mean()),
-              "log_likelihood": evidence[0],
+              "log_likelihood": evidence[-1], "log_likelihood_by_round": evidence,
               "ranked_pages": n_pages, "logger_gain": float(model.logger_gain.detach()),
               "deviation_rank": model.deviation_rank, "deviation_gain": float(model.deviation_gain.detach()),
               "relevance_knots": len(knots),

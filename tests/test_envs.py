@@ -171,6 +171,22 @@ def test_oracle_beats_random_in_true_world(sim) -> None:
     assert oracle.ctr > 2 * random.ctr
 
 
+def test_shoppers_logged_draws_only_the_shoppers_of_the_training_logs(setup) -> None:
+    rng = np.random.default_rng(0)
+    everyone = world_simulator(setup, CONFIG).source.sample(rng, 4000, 0.0)
+    logged = world_simulator(setup, CONFIG, shoppers="logged").source.sample(rng, 4000, 0.0)
+    # the default world draws shoppers the training logs never saw (unknown users, row -1)
+    assert (everyone.user < 0).any() and (logged.user >= 0).all()
+    known = np.isin(setup.world.user_ids(), setup.train.interactions["user_id"].unique())
+    assert known[logged.world_user].all() and not known[everyone.world_user].all()
+    # the logged shoppers keep their relative activity: the most active one is drawn the most often
+    top = np.argmax(np.where(known, setup.world.population.activity, 0.0))
+    counts = np.bincount(logged.world_user, minlength=len(known))
+    assert counts.argmax() == top or counts[top] >= 0.8 * counts.max()
+    with pytest.raises(ConfigError, match="`shoppers` must be one of 'all', 'logged'"):
+        world_simulator(setup, CONFIG, shoppers="new")  # type: ignore[arg-type]
+
+
 def test_fitted_model_roundtrip_and_fitted_backend(tmp_path, setup, model) -> None:
     model.save(tmp_path / "m")
     loaded = ResponseModel.load(tmp_path / "m")

@@ -52,6 +52,9 @@ def test_em_recovers_planted_classes_and_their_click_rates():
     # the observed-data log-likelihood: negative, and higher after 20 EM rounds than after one
     _, early = fit(vecs, row_item, row_user, clicked, epochs=1)
     assert early["log_likelihood"] < report["log_likelihood"] < 0.0
+    # one value per E-step (20 rounds and the final one), ending at the reported one, rising overall
+    trace = report["log_likelihood_by_round"]
+    assert len(trace) == 21 and trace[-1] == report["log_likelihood"] and trace[0] < trace[10] < trace[-1]
     # predicted attractiveness for every (user, item) against the planted rates
     users = np.arange(N_USERS)
     items = np.tile(np.arange(N_ITEMS), (N_USERS, 1))

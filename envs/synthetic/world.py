@@ -445,14 +445,19 @@ class SyntheticWorld:
 
     # ------------------------------------------------------------------ sessions
     def sample_sessions(
-        self, rng: np.random.Generator, n: int, search_share: float | None = None
+        self, rng: np.random.Generator, n: int, search_share: float | None = None,
+        activity: FloatArray | None = None,
     ) -> tuple[IntArray, Intent]:
         """Draw ``n`` sessions: users (by activity) and their intents.
+
+        ``activity`` (n_users,) replaces the population's session rates (it must sum to 1), e.g. to draw
+        only some of the shoppers.
 
         Returns:
             users: (n,) user indices; intent: the sessions' intents.
         """
-        users = rng.choice(self.population.n_users, n, p=self.population.activity)
+        rate = self.population.activity if activity is None else activity
+        users = rng.choice(self.population.n_users, n, p=rate)
         share = self.config.search_share if search_share is None else search_share
         category_taste = self.population.tastes[1][users]
         gumbel = rng.gumbel(size=category_taste.shape)

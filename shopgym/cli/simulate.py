@@ -34,6 +34,11 @@ def register(commands: Any) -> None:
                      help="synthetic world: fit the simulator this many times (torch seeds s..s+R-1, s = the fit "
                      "seed, 0 unless --fit seed=S) and report the policy values' mean and each refit's agreement "
                      "(single fits vary by several points)")
+    fid.add_argument("--shoppers", choices=("all", "logged"), default="all",
+                     help="synthetic world: whose sessions the policies are valued on, in the true world and in "
+                     "every simulator alike: 'all' of the world's shoppers by activity (about a quarter of the "
+                     "sessions are then shoppers absent from the training logs, whom a fitted simulator knows "
+                     "only as the population average), or only the shoppers 'logged' in the training logs")
     fid.add_argument("--users", type=int, default=None,
                      help="synthetic world: number of shoppers (default 5,000; fewer users with the same "
                      "--slots means more logged history per shopper)")
@@ -92,7 +97,7 @@ def _fidelity(args: argparse.Namespace) -> int:
         from envs import evaluation as E
         from envs.fidelity import policy_agreement
 
-        true_sim = world_simulator(setup, backend="true")
+        true_sim = world_simulator(setup, backend="true", shoppers=args.shoppers)
         scorers = {"random": (E.random_scorer, False), "popularity": (E.popularity_scorer, False),
                    "cosine": (E.cosine_scorer, False), "logging": (E.logging_scorer(setup.world), True),
                    "oracle-greedy": (E.oracle_scorer(setup.world), False)}
@@ -103,7 +108,7 @@ def _fidelity(args: argparse.Namespace) -> int:
                     for name, (scorer, slots) in scorers.items()}
 
         truth = run_policies(true_sim)
-        reference = run_policies(world_simulator(setup, backend="segment"))
+        reference = run_policies(world_simulator(setup, backend="segment", shoppers=args.shoppers))
         runs: list[dict[str, Any]] = []
         evidence: list[float | None] = []
         for refit in range(args.refits):
@@ -111,7 +116,7 @@ def _fidelity(args: argparse.Namespace) -> int:
                 train, space, replace(fit, seed=fit.seed + refit), progress=True)
             ll = ((fitted_model.report or {}).get("latent_classes") or {}).get("log_likelihood")
             evidence.append(None if ll is None else float(ll))
-            fitted_sim = world_simulator(setup, backend="fitted", model=fitted_model)
+            fitted_sim = world_simulator(setup, backend="fitted", model=fitted_model, shoppers=args.shoppers)
             runs.append(run_policies(fitted_sim))
             if refit == 0:
                 lengths = E.session_lengths(fitted_sim, E.logging_scorer(setup.world), args.sessions,
