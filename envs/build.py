@@ -149,10 +149,10 @@ def world_simulator(setup: WorldSetup, config: EnvConfig | None = None, *,
     Sessions (users, intents, queries) come from the world in both cases, so the two backends are
     compared on the same shoppers and candidates.
     """
+    if shoppers not in WORLD_SHOPPERS:  # before building the user table and the candidate generator
+        raise ConfigError(f"`shoppers` must be one of {', '.join(map(repr, WORLD_SHOPPERS))}, got {shoppers!r}")
     config = config or EnvConfig()
     users, generator, default = _common(setup.train, setup.space, config)
-    if shoppers not in WORLD_SHOPPERS:
-        raise ConfigError(f"`shoppers` must be one of {', '.join(map(repr, WORLD_SHOPPERS))}, got {shoppers!r}")
     source = SessionSource(setup.space, users, world=setup.world, logged_only=shoppers == "logged")
     if backend == "true":
         engine: TrueWorldBackend | FittedBackend = TrueWorldBackend(setup.world)

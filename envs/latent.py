@@ -239,7 +239,7 @@ def principal_directions(x: np.ndarray, rank: int) -> np.ndarray:
 
 
 def search_cosine_knots(item_vecs: np.ndarray, row_item: np.ndarray, row_request: np.ndarray, query: np.ndarray,
-                    is_search: np.ndarray, n_knots: int) -> np.ndarray:
+                        is_search: np.ndarray, n_knots: int) -> np.ndarray:
     """(k,) float32 ascending knots of the query-relevance curve: distinct quantiles of the search rows' cosines.
 
     The quantiles are evenly spaced from 0 to 1 (so the first and last knots are the smallest and largest

@@ -328,14 +328,17 @@ def test_relevance_curve_interpolates_its_knots_and_is_flat_beyond_them():
         model.relevance.copy_(torch.tensor([-3.0, 1.0, 2.0]))
         got = model.relevance_curve(torch.tensor([[-1.0, 0.0, 0.1, 0.2, 0.4, 0.6, 0.9]]))
     np.testing.assert_allclose(got.numpy(), [[-3.0, -3.0, -1.0, 1.0, 1.5, 2.0, 2.0]], atol=1e-6)
-    # browsing rows (search flag 0) get no relevance term
+    # the curve's term against the same model with a flat zero curve: nothing on browsing rows (search
+    # flag 0), f(cos) on search rows
     v, items = torch.ones(1, 2, 4) / 2, torch.zeros(1, 2, dtype=torch.int64)
     q = torch.full((1, 1, 4), 0.1)
+    browsing, searching = torch.zeros(1, 1), torch.ones(1, 1)
     with torch.no_grad():
-        browse = model.logits(v, q, torch.zeros(1, 1), items) - model.logits(v, q, torch.zeros(1, 1), items)
-        search = model.logits(v, q, torch.ones(1, 1), items) - model.logits(v, q, torch.zeros(1, 1), items)
-    assert float(browse.abs().max()) == 0.0
-    np.testing.assert_allclose(search.numpy(), 1.0 + model.search.item(), atol=1e-6)  # cos(q, v) = 0.2: f = 1
+        with_curve = model.logits(v, q, browsing, items), model.logits(v, q, searching, items)
+        model.relevance.zero_()
+        flat = model.logits(v, q, browsing, items), model.logits(v, q, searching, items)
+    assert float((with_curve[0] - flat[0]).abs().max()) == 0.0
+    np.testing.assert_allclose((with_curve[1] - flat[1]).numpy(), 1.0, atol=1e-6)  # cos(q, v) = 0.2: f = 1
 
 
 def step_relevance_problem(seed: int = 7):
