@@ -165,3 +165,27 @@ def test_the_fit_group_reaches_the_response_model() -> None:
     assert fit_config(_compose([])) == fit_config(_compose(["fit.seed=0"]))
     cfg = fit_config(_compose(["backend=fitted", "fit.class_restarts=1", "fit.shopper_deviation=0"]))
     assert (cfg.class_restarts, cfg.shopper_deviation) == (1, 0)
+
+
+@pytest.mark.parametrize("shoppers", ["all", "logged"])
+def test_the_shoppers_option_sets_whose_sessions_the_agents_serve(tmp_path, shoppers: str) -> None:
+    import numpy as np
+
+    from shopgym.compare import prepare
+
+    cfg = _compose(["experiment=quick", f"shoppers={shoppers}", "progress=false", f"cache_dir={tmp_path / 'cache'}"])
+    sim = prepare(cfg, tmp_path / "run").sim
+    rows = sim.source.sample(np.random.default_rng(0), 2000, 0.0).user  # -1: a shopper absent from the logs
+    if shoppers == "logged":
+        assert (rows >= 0).all()
+    else:  # the small world's logs miss some of its shoppers
+        assert (rows < 0).any() and (rows >= 0).any()
+
+
+def test_a_bad_shoppers_option_is_one_clear_message(tmp_path) -> None:
+    from shopgym.compare import prepare
+    from shopgym.errors import ConfigError
+
+    cfg = _compose(["experiment=quick", "shoppers=some", "progress=false", f"cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(ConfigError, match="`shoppers` must be one of 'all', 'logged', got 'some'"):
+        prepare(cfg, tmp_path / "run")
