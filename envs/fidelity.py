@@ -82,11 +82,12 @@ class FidelityReport:
             lines += [f"Session length (pages): total variation distance {self.session_length_tv:.3f}.", ""]
         if self.policies:
             has_ref = all("reference" in p for p in self.policies)
-            shoppers = self.settings.get("command", {}).get("shoppers", "all")
+            population = {"logged": ["Sessions of the shoppers of the training logs only (`--shoppers logged`; "
+                                     "`--shoppers all` adds the world's shoppers the logs never saw).", ""],
+                          "all": ["Sessions of every shopper of the world, by activity, including those absent "
+                                  "from the training logs (`--shoppers all`).", ""]}
             lines += ["## Policy values: true world vs fitted simulator (reward per session)", "",
-                      "Sessions of " + ("the shoppers of the training logs only (`--shoppers logged`)."
-                                        if shoppers == "logged" else "every shopper of the world, by activity, "
-                                        "including those absent from the training logs (`--shoppers all`)."), "",
+                      *population.get(self.settings.get("command", {}).get("shoppers"), []),
                       "| policy | true | fitted | relative error |"
                       + (" segment reference | its error |" if has_ref else ""),
                       "|---|---|---|---|" + ("---|---|" if has_ref else "")]

@@ -40,7 +40,7 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     out = tmp_path / "fid"
     status = main(["simulate", "fidelity", "--encoder", "hashing", "--users", "300", "--slots", "30000",
                    "--sessions", "300", "--refits", "2", "--fit", "seed=3",
-                   "--fit", "class_restarts=1", "--shoppers", "logged",
+                   "--fit", "class_restarts=1",
                    "--out", str(out)])  # restarts are tested in test_latent.py
     assert status == 0
     assert {p.name for p in out.iterdir()} >= {"fidelity.md", "fidelity.json", "ctr_by_position.png",
@@ -64,7 +64,7 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     # the resolved fitting options are written with the report, and the markdown names the changed ones
     assert report["settings"]["fit"]["seed"] == 3 and report["settings"]["fit"]["class_restarts"] == 1
     assert report["settings"]["command"]["refits"] == 2
-    # the policies were valued on the shoppers of the training logs, and the markdown says so
+    # by default the policies were valued on the shoppers of the training logs, and the markdown says so
     assert report["settings"]["command"]["shoppers"] == "logged"
     assert "Sessions of the shoppers of the training logs only" in (out / "fidelity.md").read_text()
     assert "Fitting options: `class_restarts=1`, `seed=3`" in (out / "fidelity.md").read_text()

@@ -34,11 +34,13 @@ def register(commands: Any) -> None:
                      help="synthetic world: fit the simulator this many times (torch seeds s..s+R-1, s = the fit "
                      "seed, 0 unless --fit seed=S) and report the policy values' mean and each refit's agreement "
                      "(single fits vary by several points)")
-    fid.add_argument("--shoppers", choices=("all", "logged"), default="all",
+    fid.add_argument("--shoppers", choices=("logged", "all"), default="logged",
                      help="synthetic world: whose sessions the policies are valued on, in the true world and in "
-                     "every simulator alike: 'all' of the world's shoppers by activity (about a quarter of the "
-                     "sessions are then shoppers absent from the training logs, whom a fitted simulator knows "
-                     "only as the population average), or only the shoppers 'logged' in the training logs")
+                     "every simulator alike: the shoppers 'logged' in the training logs, at their activity "
+                     "(default: the population a simulator fitted from logs knows, as it draws it from your own "
+                     "logs), or 'all' of the world's shoppers by activity (about a quarter of the sessions are "
+                     "then shoppers absent from the training logs, whom a fitted simulator knows only as its "
+                     "population prior, while the logging policy and the oracle rank with their tastes)")
     fid.add_argument("--users", type=int, default=None,
                      help="synthetic world: number of shoppers (default 5,000; fewer users with the same "
                      "--slots means more logged history per shopper)")
