@@ -23,6 +23,7 @@ Overrides use Hydra syntax (KEY=VALUE), e.g.:
   shopgym compare backend=fitted                    # shoppers answered by the model fitted on the logs
   shopgym compare backend=fitted fit.class_restarts=1   # ... fitted faster (one EM run, not 3)
   shopgym compare backend=segment                   # the truth as known at segment level (a reference)
+  shopgym compare backend=fitted shoppers=logged    # only the shoppers of the training logs (default: all)
   shopgym compare data=obd data.path=../shared/data/obd/random/all
   shopgym compare --multirun agents.linucb.alpha=0.1,0.5,1.0 only=[linucb]   # a sweep
 Config groups: world (default, small), env (default, small), data (synthetic, obd, online_retail,
