@@ -121,7 +121,7 @@ def prepare(cfg: DictConfig, out: Path) -> Prepared:
             model = fit_response_model(setup.train, setup.space, fit, progress=cfg.progress)
             model.save(out / "response_model")
         sim = world_simulator(setup, config, backend=backend, model=model,  # type: ignore[arg-type]
-                              shoppers=shoppers)  # type: ignore[arg-type]
+                              shoppers=shoppers)  # type: ignore[arg-type]  # checked against WORLD_SHOPPERS
         train, world = setup.train, setup.world
     else:
         logs = load_data(cfg)
