@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -130,12 +130,20 @@ def _common(train: LoggedData, space: ItemSpace, config: EnvConfig) -> tuple[Use
 WORLD_BACKENDS = ("true", "segment", "fitted")
 #: which of the world's shoppers a synthetic-world simulator draws sessions from (see :func:`world_simulator`)
 WORLD_SHOPPERS = ("all", "logged")
+Shoppers = Literal["all", "logged"]
+
+
+def check_shoppers(value: object) -> Shoppers:
+    """``value`` as one of :data:`WORLD_SHOPPERS`, or a :class:`ConfigError` naming the option and its choices."""
+    if value not in WORLD_SHOPPERS:
+        raise ConfigError(f"`shoppers` must be one of {', '.join(map(repr, WORLD_SHOPPERS))}, got {value!r}")
+    return cast(Shoppers, value)
 
 
 def world_simulator(setup: WorldSetup, config: EnvConfig | None = None, *,
                     backend: Literal["true", "segment", "fitted"] = "true",
                     model: ResponseModel | None = None,
-                    shoppers: Literal["all", "logged"] = "all") -> Simulator:
+                    shoppers: Shoppers = "all") -> Simulator:
     """A simulator of the synthetic world's shoppers, answered by the true model or by a fitted one.
 
     ``shoppers="all"`` draws sessions from every shopper of the world by activity, including those absent
@@ -149,8 +157,7 @@ def world_simulator(setup: WorldSetup, config: EnvConfig | None = None, *,
     Sessions (users, intents, queries) come from the world in both cases, so the two backends are
     compared on the same shoppers and candidates.
     """
-    if shoppers not in WORLD_SHOPPERS:  # before building the user table and the candidate generator
-        raise ConfigError(f"`shoppers` must be one of {', '.join(map(repr, WORLD_SHOPPERS))}, got {shoppers!r}")
+    check_shoppers(shoppers)  # before building the user table and the candidate generator
     config = config or EnvConfig()
     users, generator, default = _common(setup.train, setup.space, config)
     source = SessionSource(setup.space, users, world=setup.world, logged_only=shoppers == "logged")

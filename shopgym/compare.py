@@ -100,15 +100,13 @@ def fit_config(cfg: DictConfig) -> FitConfig:
 
 def prepare(cfg: DictConfig, out: Path) -> Prepared:
     """Build (or fit) the simulator the agents will run in."""
-    from envs.build import WORLD_SHOPPERS, log_simulator, make_encoder, setup_world, world_simulator
+    from envs.build import check_shoppers, log_simulator, make_encoder, setup_world, world_simulator
     from envs.fitted import examination_from_propensities, fit_response_model
     from envs.space import ItemSpace
     from envs.synthetic import WorldConfig
 
     fit = fit_config(cfg)  # a bad fit option fails here, before the logs are made or read
-    shoppers = str(cfg.get("shoppers", "all"))
-    if shoppers not in WORLD_SHOPPERS:  # so does a bad `shoppers`
-        raise ConfigError(f"`shoppers` must be one of {', '.join(map(repr, WORLD_SHOPPERS))}, got {shoppers!r}")
+    shoppers = check_shoppers(str(cfg.get("shoppers", "all")))  # so does a bad `shoppers`
     kind = str(cfg.data.kind)
     if kind == "synthetic":
         setup = setup_world(WorldConfig(**OmegaConf.to_container(cfg.world, resolve=True)),  # type: ignore[arg-type]
@@ -121,7 +119,7 @@ def prepare(cfg: DictConfig, out: Path) -> Prepared:
             model = fit_response_model(setup.train, setup.space, fit, progress=cfg.progress)
             model.save(out / "response_model")
         sim = world_simulator(setup, config, backend=backend, model=model,  # type: ignore[arg-type]
-                              shoppers=shoppers)  # type: ignore[arg-type]  # checked against WORLD_SHOPPERS
+                              shoppers=shoppers)
         train, world = setup.train, setup.world
     else:
         logs = load_data(cfg)
