@@ -14,10 +14,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from agents.base import RankingContext
 from encoders.profiles import BehaviourWeights, ProfileState, update, vector
 from envs.backends import Backend, Sessions
 from envs.candidates import CandidateConfig, CandidateGenerator
+from envs.interface import RankingContext
 from envs.space import ItemSpace, UserTable
 from envs.synthetic.world import RewardWeights, SyntheticWorld
 from shopgym.errors import ConfigError, ShopgymError

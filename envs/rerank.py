@@ -14,8 +14,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from agents.base import RankingContext
 from envs.core import PageState, Simulator, StepResult
+from envs.interface import RankingContext
 
 
 def _default_simulator(**kwargs: Any) -> Simulator:
