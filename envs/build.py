@@ -1,4 +1,10 @@
-"""Build simulators: from a synthetic world (true or fitted backend) or from a user's own logs."""
+"""Build simulators: from a synthetic world (true, segment or fitted backend) or from a user's own logs.
+
+:func:`build_simulator` is the one entry every command uses: it turns a :class:`SimulatorSpec` (the built-in
+world or a user's logs, an encoder, a fit or a saved model, the env options) into a :class:`BuiltSimulator`.
+The defaults of :class:`SimulatorSpec` are the defaults of every command. The functions below it
+(:func:`setup_world`, :func:`world_simulator`, :func:`log_simulator`) are its building blocks.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from envs.backends import FittedBackend, SegmentReferenceBackend, TrueWorldBacke
 from envs.candidates import CandidateGenerator
 from envs.core import EnvConfig, SessionSource, Simulator
 from envs.fitted import FitConfig, ResponseModel, fit_response_model, session_codes
+from envs.model_store import Fingerprint, fit_cached, load_fitted
 from envs.space import ItemSpace, UserTable
 from envs.synthetic import SyntheticWorld, WorldConfig, generate_logs
 from shopgym.data import LoggedData
@@ -206,3 +213,221 @@ class QuickWorld:
 def fit_world(setup: WorldSetup, fit: FitConfig | None = None, progress: bool = False) -> ResponseModel:
     """Fit the response model on a world setup's training logs."""
     return fit_response_model(setup.train, setup.space, fit, progress=progress)
+
+
+# ---------------------------------------------------------------------- the one builder
+#: where logs come from: the built-in synthetic world, a folder in shopgym's format, or a raw OBD / Online
+#: Retail file read through its adapter
+DATA_KINDS = ("synthetic", "folder", "obd", "online-retail")
+
+
+def check_choice_of(value: object, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a :class:`ConfigError` naming the option and its choices."""
+    if value not in choices:
+        raise ConfigError(f"`{name}` must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class SimulatorSpec:
+    """Everything that decides a simulator; its defaults are the defaults of every shopgym command.
+
+    Args:
+        data: where the logs come from, one of :data:`DATA_KINDS`.
+        data_path: the folder or file of ``data`` (not used for the synthetic world).
+        world: the synthetic world (``data="synthetic"``).
+        encoder: "minilm" (the packaged BERT model), "hashing", or an encoder object. Logs whose items have
+            no text use :class:`~encoders.features.FeatureEncoder` whatever this says.
+        attribute_weight: weight of the item-attribute block appended to text embeddings (0: text only).
+        test_fraction: latest share of requests held out; the model is fitted on the rest.
+        backend: who answers the simulated shoppers: "fitted" (the response model fitted on the training
+            logs: the simulator proper, and the only choice for a user's logs), "true" (the synthetic world's
+            ground truth) or "segment" (the truth known at segment level, a reference).
+        shoppers: synthetic world only: whose sessions are simulated: "logged" (the shoppers of the training
+            logs, at their activity: the population a simulator fitted from logs knows) or "all" (every
+            shopper of the world, a quarter of whose sessions are then shoppers the logs never saw).
+        fit: how the response model is fitted.
+        model: a fitted model folder (``shopgym fit --out``) to use instead of fitting; refused if it was
+            fitted on other data, another split or another encoder.
+        env: the env's page, candidates and reward.
+        cache_dir: embedding cache and fit cache (``<cache_dir>/models/<key>``); None: no caches.
+        progress: progress bars.
+    """
+
+    data: str = "synthetic"
+    data_path: str | None = None
+    world: WorldConfig = field(default_factory=WorldConfig)
+    encoder: str | TextEncoder | ItemEncoder = "minilm"
+    attribute_weight: float = 1.0
+    test_fraction: float = 0.2
+    backend: str = "fitted"
+    shoppers: str = "logged"
+    fit: FitConfig = field(default_factory=FitConfig)
+    model: str | Path | None = None
+    env: EnvConfig = field(default_factory=EnvConfig)
+    cache_dir: str | Path | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice_of(self.data, "data.kind", DATA_KINDS)
+        check_choice_of(self.backend, "backend", WORLD_BACKENDS)
+        check_shoppers(self.shoppers)
+        if not 0.0 < float(self.test_fraction) < 1.0:
+            raise ConfigError(f"`test_fraction` must be in (0, 1), got {self.test_fraction}")
+        if self.data != "synthetic":
+            if self.backend != "fitted":
+                raise ConfigError(f"backend={self.backend!r} needs the built-in world's ground truth; a user's "
+                                  f"logs (data.kind={self.data!r}) are simulated by the fitted model: backend=fitted")
+            if not self.data_path:
+                raise ConfigError(f"data.kind={self.data!r} needs data.path (the folder or file of the logs)")
+            if not Path(self.data_path).exists():
+                raise ConfigError(f"data.path={str(self.data_path)!r} does not exist")
+        if self.model is not None and not Path(self.model).is_dir():
+            raise ConfigError(f"model={str(self.model)!r} is not a folder; make one with "
+                              "`shopgym fit DATA --out MODEL_DIR`")
+
+
+@dataclass(frozen=True)
+class SimulatorInputs:
+    """The logs, their split and the item space of a :class:`SimulatorSpec` (everything but the model).
+
+    Attributes:
+        logs: all logs; train / test: their earlier and later part.
+        space: item and query vectors.
+        env: the env config, capped to the logs (slate size <= deepest logged position, candidates <= items).
+        setup: the synthetic world's setup (None for a user's logs).
+        encoder_identity: the identity of the encoder the space was built with.
+    """
+
+    logs: LoggedData
+    train: LoggedData
+    test: LoggedData
+    space: ItemSpace
+    env: EnvConfig
+    setup: WorldSetup | None
+    encoder_identity: str
+
+    @property
+    def world(self) -> SyntheticWorld | None:
+        """The synthetic world (ground truth), None for a user's logs."""
+        return None if self.setup is None else self.setup.world
+
+
+def load_logs(kind: str, path: str | Path) -> LoggedData:
+    """A user's logs: a folder in shopgym's format, or a raw OBD / Online Retail file through its adapter."""
+    from shopgym.adapters import convert
+
+    check_choice_of(kind, "data.kind", DATA_KINDS[1:])
+    if kind == "folder":
+        return LoggedData.load(Path(path))
+    return convert(kind, Path(path))
+
+
+def _cached(encoder: TextEncoder | ItemEncoder, cache_dir: str | Path | None) -> TextEncoder | ItemEncoder:
+    """``encoder`` behind the on-disk embedding cache when it is a slow text encoder (BERT)."""
+    from encoders.cache import CachedEncoder
+
+    if cache_dir is None or isinstance(encoder, HashingEncoder | CachedEncoder) or not hasattr(encoder, "encode"):
+        return encoder
+    if type(encoder).__name__ != "BertEncoder":
+        return encoder
+    return CachedEncoder(encoder, cache_dir)  # type: ignore[arg-type]
+
+
+def simulator_inputs(spec: SimulatorSpec) -> SimulatorInputs:
+    """Read or generate the logs, split them by time and build the item space."""
+    encoder = _cached(make_encoder(spec.encoder, spec.cache_dir), spec.cache_dir)
+    if spec.data == "synthetic":
+        setup = setup_world(spec.world, encoder=encoder, attribute_weight=spec.attribute_weight,  # type: ignore[arg-type]
+                            test_fraction=spec.test_fraction, cache_dir=spec.cache_dir, progress=spec.progress)
+        return SimulatorInputs(setup.logs, setup.train, setup.test, setup.space, spec.env, setup,
+                               str(encoder.identity))
+    assert spec.data_path is not None
+    logs = load_logs(spec.data, spec.data_path)
+    train, test = logs.split_by_time(spec.test_fraction)
+    if not bool((logs.items[S.TEXT].str.len() > 0).any()):
+        from encoders.features import FeatureEncoder
+
+        encoder = FeatureEncoder()  # no titles to embed: the items' feature columns
+    queries = logs.interactions[S.QUERY].unique().tolist() if S.QUERY in logs.interactions else []
+    space = ItemSpace.build(logs.items, encoder, queries, attribute_weight=spec.attribute_weight,
+                            show_progress=spec.progress)
+    deepest = int(logs.interactions[S.POSITION].max())
+    env = spec.env
+    n_candidates = min(env.n_candidates, space.n_items)
+    env = EnvConfig(**{**env.__dict__, "slate_size": min(env.slate_size, deepest, n_candidates),
+                       "n_candidates": n_candidates})
+    return SimulatorInputs(logs, train, test, space, env, None, str(encoder.identity))
+
+
+def fingerprint_of(inputs: SimulatorInputs, spec: SimulatorSpec) -> Fingerprint:
+    """The fingerprint of fitting ``spec.fit`` on ``inputs`` (see :mod:`envs.model_store`)."""
+    return Fingerprint.of(inputs.train, inputs.space, test_fraction=spec.test_fraction,
+                          encoder_identity=inputs.encoder_identity, attribute_weight=spec.attribute_weight,
+                          fit=spec.fit)
+
+
+def response_model(inputs: SimulatorInputs, spec: SimulatorSpec) -> tuple[ResponseModel, Path | None, Fingerprint]:
+    """The fitted response model of ``spec``: the saved ``spec.model``, else the fit cache, else a new fit.
+
+    Returns:
+        The model, the folder it is saved in (None when nothing is cached) and its fingerprint.
+    """
+    fingerprint = fingerprint_of(inputs, spec)
+    if spec.model is not None:
+        model_dir = Path(spec.model)
+        return load_fitted(model_dir, fingerprint, inputs.space), model_dir, Fingerprint.read(model_dir)
+    model, folder = fit_cached(inputs.train, inputs.space, spec.fit, fingerprint, spec.cache_dir,
+                               progress=spec.progress)
+    return model, folder, fingerprint
+
+
+@dataclass(frozen=True)
+class BuiltSimulator:
+    """A simulator and what it was built from.
+
+    Attributes:
+        sim: the simulator (backend ``spec.backend``).
+        inputs: the logs, split and item space.
+        model: the fitted response model (None for the true and segment backends).
+        model_dir: the folder the model is saved in (the ``model`` given, or its fit-cache entry).
+        spec: the spec it was built from.
+    """
+
+    sim: Simulator
+    inputs: SimulatorInputs
+    model: ResponseModel | None
+    model_dir: Path | None
+    spec: SimulatorSpec
+
+    def with_backend(self, backend: str) -> Simulator:
+        """The same world, env and shoppers answered by another backend ("true", "segment" or "fitted").
+
+        Raises:
+            ConfigError: not the synthetic world, or "fitted" without a fitted model.
+        """
+        if self.inputs.setup is None:
+            raise ConfigError("only the built-in synthetic world has a true backend to compare with")
+        check_choice_of(backend, "backend", WORLD_BACKENDS)
+        return world_simulator(self.inputs.setup, self.inputs.env, backend=backend,  # type: ignore[arg-type]
+                               model=self.model, shoppers=self.spec.shoppers)  # type: ignore[arg-type]
+
+
+def build_simulator(spec: SimulatorSpec) -> BuiltSimulator:
+    """The simulator ``spec`` describes: logs -> split -> item space -> response model -> :class:`Simulator`.
+
+    The response model is fitted only for the fitted backend, and at most once per data, split, encoder and
+    fit config: a saved ``spec.model`` is used as is (after checking its fingerprint), else the fit cache
+    under ``spec.cache_dir`` answers, else the model is fitted and cached.
+    """
+    inputs = simulator_inputs(spec)
+    model, model_dir = None, None
+    if spec.backend == "fitted":
+        model, model_dir, _ = response_model(inputs, spec)
+    if inputs.setup is not None:
+        sim = world_simulator(inputs.setup, inputs.env, backend=spec.backend,  # type: ignore[arg-type]
+                              model=model, shoppers=spec.shoppers)  # type: ignore[arg-type]
+    else:
+        assert model is not None
+        sim = log_simulator(inputs.train, inputs.space, model, inputs.env)
+    return BuiltSimulator(sim, inputs, model, model_dir, spec)

@@ -1,0 +1,1 @@
+"""The application layer: the jobs behind shopgym's commands (compare, fit, fidelity, offline evaluation)."""

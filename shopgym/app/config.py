@@ -1,0 +1,185 @@
+"""Structured config schemas (Hydra ``ConfigStore``): one set of defaults for every command.
+
+The schemas are generated from the frozen dataclasses the library itself uses (:class:`~envs.build.SimulatorSpec`,
+:class:`~envs.synthetic.WorldConfig`, :class:`~envs.core.EnvConfig`, :class:`~envs.fitted.FitConfig`), so a
+default is written once, in the library, and the YAML group files hold only what differs from it. Hydra
+checks every value against the schema's type when the config is composed (``steps=abc`` fails there, before
+any work), and :func:`simulator_spec` turns a composed config into the :class:`~envs.build.SimulatorSpec` that
+:func:`envs.build.build_simulator` builds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from omegaconf import DictConfig, OmegaConf
+
+from envs.build import SimulatorSpec
+from envs.core import EnvConfig
+from envs.fitted import FitConfig
+from envs.synthetic import WorldConfig
+from shopgym.errors import ConfigError
+
+_SCHEMAS: dict[type, type] = {}
+
+
+def _plain(tp: Any) -> Any:
+    """The OmegaConf-compatible form of a field type (Literal -> its base type; ``X | None`` -> Optional)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return type(typing.get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner = _plain(args[0]) if len(args) == 1 else Any
+        return Optional[inner]  # noqa: UP045  (OmegaConf reads typing.Optional)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return schema_of(tp)
+    return tp
+
+
+def schema_of(cls: type) -> type:
+    """A mutable dataclass with ``cls``'s fields, types (made OmegaConf-compatible) and defaults.
+
+    Hydra cannot merge overrides into a frozen dataclass; the library's configs are frozen (they cross module
+    boundaries), so the schema is their mutable mirror, generated, never written twice.
+    """
+    if cls in _SCHEMAS:
+        return _SCHEMAS[cls]
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        tp = _plain(hints[f.name])
+        if f.default is not MISSING:
+            specs.append((f.name, tp, field(default=f.default)))
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+            if dataclasses.is_dataclass(value):
+                mirror = schema_of(type(value))
+                specs.append((f.name, tp, field(default_factory=lambda m=mirror, v=value: m(**_fields(v)))))
+            else:
+                specs.append((f.name, tp, field(default_factory=f.default_factory)))
+        else:
+            specs.append((f.name, tp))
+    schema = dataclasses.make_dataclass(f"{cls.__name__}Schema", specs)
+    _SCHEMAS[cls] = schema
+    return schema
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """Field values of a dataclass instance, nested dataclasses converted to their schema mirrors."""
+    out = {}
+    for f in dataclasses.fields(value):
+        v = getattr(value, f.name)
+        out[f.name] = schema_of(type(v))(**_fields(v)) if dataclasses.is_dataclass(v) else v
+    return out
+
+
+_SPEC = SimulatorSpec.__dataclass_fields__
+
+
+def _spec_default(name: str) -> Any:
+    return _SPEC[name].default
+
+
+@dataclass
+class DataSchema:
+    """Where the logs come from (``data`` group): ``kind`` is synthetic, folder, obd or online-retail."""
+
+    kind: str = _spec_default("data")
+    path: Optional[str] = None  # noqa: UP045
+
+
+@dataclass
+class RunSchema:
+    """The keys every command shares: the simulator (data, world, encoder, fit, env) and the run's settings.
+
+    ``encoder`` is a node with a ``_target_`` (the ``encoder`` group); ``agents`` maps names to agent nodes.
+    """
+
+    world: Any = field(default_factory=lambda: schema_of(WorldConfig)())
+    env: Any = field(default_factory=lambda: schema_of(EnvConfig)())
+    data: DataSchema = field(default_factory=DataSchema)
+    fit: Any = field(default_factory=lambda: schema_of(FitConfig)())
+    encoder: Any = None
+    agents: dict[str, Any] = field(default_factory=dict)
+    #: agents to run (None: every agent under ``agents``)
+    only: Optional[list[str]] = None  # noqa: UP045
+    seeds: Any = field(default_factory=lambda: [0, 1, 2])
+    steps: int = 250
+    batch_size: int = 64
+    backend: str = _spec_default("backend")
+    shoppers: str = _spec_default("shoppers")
+    #: a fitted model folder (``shopgym fit --out``); None: the fit cache
+    model: Optional[str] = None  # noqa: UP045
+    #: built-in world only: also run every agent in the true world and report the agreement (None: whenever the
+    #: backend is not already the truth)
+    truth: Optional[bool] = None  # noqa: UP045
+    attribute_weight: float = _spec_default("attribute_weight")
+    cache_dir: str = "${oc.env:SHOPGYM_CACHE,${oc.env:HOME}/.cache/shopgym}"
+    test_fraction: float = _spec_default("test_fraction")
+    blas_threads: Optional[int] = 1  # noqa: UP045
+    log_every: int = 5
+    progress: bool = True
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent): ``run_schema`` and each group's ``schema``."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunSchema)
+    cs.store(group="world", name="schema", node=schema_of(WorldConfig))
+    cs.store(group="env", name="schema", node=schema_of(EnvConfig))
+    cs.store(group="fit", name="schema", node=schema_of(FitConfig))
+    cs.store(group="data", name="schema", node=DataSchema)
+
+
+def _frozen(cls: type, node: Any) -> Any:
+    """The frozen library dataclass ``cls`` from a config node (nested dataclasses too)."""
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:  # type: ignore[operator]
+            continue
+        v = values[f.name]  # type: ignore[index]
+        tp = hints[f.name]
+        out[f.name] = _frozen(tp, v) if dataclasses.is_dataclass(tp) and isinstance(v, dict) else v
+    return cls(**out)
+
+
+def backend_name(value: Any) -> str:
+    """The ``backend`` option as a name; Hydra reads ``backend=true`` as the boolean True (YAML): accepted."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def make_encoder_from(cfg: DictConfig) -> Any:
+    """The encoder of the ``encoder`` group (a ``_target_`` node), or a name string as given."""
+    node = cfg.get("encoder")
+    if node is None or isinstance(node, str):
+        return node or _spec_default("encoder")
+    from hydra.utils import instantiate
+
+    return instantiate(node, _convert_="all")
+
+
+def simulator_spec(cfg: DictConfig, *, encoder: Any = None, progress: bool | None = None) -> SimulatorSpec:
+    """The :class:`~envs.build.SimulatorSpec` of a composed run config (checked: bad values raise ConfigError)."""
+    try:
+        return SimulatorSpec(
+            data=str(cfg.data.kind), data_path=None if cfg.data.get("path") is None else str(cfg.data.path),
+            world=_frozen(WorldConfig, cfg.world), encoder=make_encoder_from(cfg) if encoder is None else encoder,
+            attribute_weight=float(cfg.attribute_weight), test_fraction=float(cfg.test_fraction),
+            backend=backend_name(cfg.backend), shoppers=str(cfg.shoppers),
+            fit=_frozen(FitConfig, cfg.fit), model=None if cfg.get("model") is None else Path(str(cfg.model)),
+            env=_frozen(EnvConfig, cfg.env), cache_dir=cfg.get("cache_dir"),
+            progress=bool(cfg.progress) if progress is None else progress)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(str(exc)) from exc
