@@ -38,7 +38,7 @@ def test_every_agent_config_instantiates(agent: str) -> None:
 def test_tiny_compare_writes_results_and_tensorboard(tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from shopgym.compare import compare
+    from shopgym.app.compare import compare
 
     cfg = _compose(["experiment=quick", "steps=6", "seeds=[0,1]", "only=[random,cosine,linucb]",
                     "progress=false", f"cache_dir={tmp_path / 'cache'}"])
@@ -58,7 +58,7 @@ def test_tiny_compare_writes_results_and_tensorboard(tmp_path) -> None:
 
 
 def test_compare_rejects_unknown_agent(tmp_path) -> None:
-    from shopgym.compare import compare
+    from shopgym.app.compare import compare
     from shopgym.errors import ConfigError
 
     cfg = _compose(["experiment=quick", "only=[nope]", "progress=false"])
@@ -69,7 +69,7 @@ def test_compare_rejects_unknown_agent(tmp_path) -> None:
 def test_blas_threads_limits_the_pools_and_rejects_bad_values():
     from threadpoolctl import threadpool_info
 
-    from shopgym.compare import blas_threads
+    from shopgym.app.compare import blas_threads
     from shopgym.errors import ConfigError
 
     with blas_threads(1):
@@ -85,7 +85,7 @@ def test_agents_the_logs_cannot_support_are_skipped_and_reported(tmp_path) -> No
     """Logs without user ids (like OBD): ALS cannot be fitted; the job runs the rest and says why."""
     from envs.build import QuickWorld
     from envs.synthetic import SyntheticWorld, generate_logs
-    from shopgym.compare import compare
+    from shopgym.app.compare import compare
     from shopgym.data import LoggedData
 
     logs = generate_logs(SyntheticWorld(QuickWorld().config))
@@ -126,7 +126,7 @@ def test_a_bad_fit_option_is_one_message_before_any_logs_are_made(tmp_path, monk
 
 
 def test_backend_option_accepts_what_hydra_parses():
-    from shopgym.compare import backend_name
+    from shopgym.app.compare import backend_name
     from shopgym.errors import ConfigError
 
     assert backend_name(True) == "true"  # `backend=true` on the command line is YAML's boolean
@@ -142,7 +142,7 @@ def test_regret_is_measured_against_the_truth_whatever_the_backend():
     from envs.backends import TrueWorldBackend
     from envs.build import QuickWorld, setup_world, world_simulator
     from envs.core import EnvConfig
-    from shopgym.compare import true_candidate_values
+    from shopgym.app.compare import true_candidate_values
 
     setup = setup_world(QuickWorld().config)
     config = EnvConfig(n_candidates=20, slate_size=5, max_pages=4, track_values=True)
@@ -160,7 +160,7 @@ def test_regret_is_measured_against_the_truth_whatever_the_backend():
 
 
 def test_the_fit_group_reaches_the_response_model() -> None:
-    from shopgym.compare import fit_config
+    from shopgym.app.compare import fit_config
 
     assert fit_config(_compose([])) == fit_config(_compose(["fit.seed=0"]))
     cfg = fit_config(_compose(["backend=fitted", "fit.class_restarts=1", "fit.shopper_deviation=0"]))
@@ -171,7 +171,7 @@ def test_the_fit_group_reaches_the_response_model() -> None:
 def test_the_shoppers_option_sets_whose_sessions_the_agents_serve(tmp_path, shoppers: str) -> None:
     import numpy as np
 
-    from shopgym.compare import prepare
+    from shopgym.app.compare import prepare
 
     cfg = _compose(["experiment=quick", f"shoppers={shoppers}", "progress=false", f"cache_dir={tmp_path / 'cache'}"])
     sim = prepare(cfg, tmp_path / "run").sim
@@ -183,7 +183,7 @@ def test_the_shoppers_option_sets_whose_sessions_the_agents_serve(tmp_path, shop
 
 
 def test_a_bad_shoppers_option_is_one_clear_message(tmp_path) -> None:
-    from shopgym.compare import prepare
+    from shopgym.app.compare import prepare
     from shopgym.errors import ConfigError
 
     cfg = _compose(["experiment=quick", "shoppers=some", "progress=false", f"cache_dir={tmp_path / 'cache'}"])

@@ -1,4 +1,4 @@
-"""``shopgym compare``: the main job (Hydra), see :mod:`shopgym.compare` and ``conf/compare.yaml``."""
+"""``shopgym compare``: the main job (Hydra), see :mod:`shopgym.app.compare` and ``conf/compare.yaml``."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     import hydra
     from omegaconf import DictConfig
 
-    from shopgym.compare import compare
+    from shopgym.app.compare import compare
     from shopgym.errors import ShopgymError
 
     failures: list[ShopgymError] = []
