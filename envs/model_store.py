@@ -137,10 +137,12 @@ class Fingerprint:
             raise ConfigError(f"{path}: unreadable fingerprint ({exc}); refit the model with `shopgym fit`") from exc
 
 
-def save_fitted(model: ResponseModel, fingerprint: Fingerprint, folder: str | Path) -> Path:
+def save_fitted(model: ResponseModel, fingerprint: Fingerprint, folder: str | Path, *,
+                extra: dict[str, str] | None = None) -> Path:
     """Publish ``model`` and its fingerprint as ``folder``, atomically (temporary folder, then rename).
 
     An existing ``folder`` that is a fitted model is replaced; any other existing folder is refused.
+    ``extra`` maps further file names to text written into the folder (e.g. the run's resolved config).
 
     Raises:
         ConfigError: ``folder`` exists and is not a fitted model folder (nothing is overwritten).
@@ -153,6 +155,8 @@ def save_fitted(model: ResponseModel, fingerprint: Fingerprint, folder: str | Pa
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         model.save(tmp)
+        for name, content in (extra or {}).items():
+            (tmp / name).write_text(content, encoding="utf-8")
         text = json.dumps(asdict(fingerprint), indent=2, sort_keys=True, default=str)
         (tmp / FINGERPRINT_FILE).write_text(text + "\n", encoding="utf-8")  # the completion marker: last
         os.chmod(tmp, 0o755)

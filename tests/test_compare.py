@@ -40,7 +40,7 @@ def test_tiny_compare_writes_results_and_tensorboard(tmp_path) -> None:
 
     from shopgym.app.compare import compare
 
-    cfg = _compose(["experiment=quick", "steps=6", "seeds=[0,1]", "only=[random,cosine,linucb]",
+    cfg = _compose(["experiment=quick", "backend=true", "steps=6", "seeds=[0,1]", "only=[random,cosine,linucb]",
                     "progress=false", f"cache_dir={tmp_path / 'cache'}"])
     table = compare(cfg, tmp_path / "run")
     out = tmp_path / "run"
@@ -92,7 +92,8 @@ def test_agents_the_logs_cannot_support_are_skipped_and_reported(tmp_path) -> No
     anonymous = LoggedData(logs.items, logs.interactions.drop(columns=["user_id", "session_id"]), "anonymous")
     anonymous.save(tmp_path / "logs")
     cfg = _compose(["experiment=quick", "data=generic", f"data.path={tmp_path / 'logs'}", "steps=3",
-                    "only=[random,als]", "progress=false", f"cache_dir={tmp_path / 'cache'}"])
+                    "only=[random,als]", "progress=false", f"cache_dir={tmp_path / 'cache'}", "fit.steps=40",
+                    "fit.class_restarts=1", "fit.class_epochs=3"])
     table = compare(cfg, tmp_path / "run")
     assert list(table["agent"]) == ["random"]
     report = (tmp_path / "run" / "results.md").read_text()
@@ -122,7 +123,9 @@ def test_a_bad_fit_option_is_one_message_before_any_logs_are_made(tmp_path, monk
                    f"hydra.run.dir={tmp_path}/o"])
     assert status == 2
     err = capsys.readouterr().err
-    assert "shopgym: error: fit option 'class_restarts'" in err and "Traceback" not in err
+    assert "shopgym: error:" in err and "fit.class_restarts" in err and "Integer" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # checked at compose time: no run folder
 
 
 def test_backend_option_accepts_what_hydra_parses():
@@ -160,10 +163,11 @@ def test_regret_is_measured_against_the_truth_whatever_the_backend():
 
 
 def test_the_fit_group_reaches_the_response_model() -> None:
-    from shopgym.app.compare import fit_config
+    from envs.fitted import FitConfig
+    from shopgym.app.config import simulator_spec
 
-    assert fit_config(_compose([])) == fit_config(_compose(["fit.seed=0"]))
-    cfg = fit_config(_compose(["backend=fitted", "fit.class_restarts=1", "fit.shopper_deviation=0"]))
+    assert simulator_spec(_compose([])).fit == simulator_spec(_compose(["fit.seed=0"])).fit == FitConfig()
+    cfg = simulator_spec(_compose(["backend=fitted", "fit.class_restarts=1", "fit.shopper_deviation=0"])).fit
     assert (cfg.class_restarts, cfg.shopper_deviation) == (1, 0)
 
 
@@ -173,7 +177,8 @@ def test_the_shoppers_option_sets_whose_sessions_the_agents_serve(tmp_path, shop
 
     from shopgym.app.compare import prepare
 
-    cfg = _compose(["experiment=quick", f"shoppers={shoppers}", "progress=false", f"cache_dir={tmp_path / 'cache'}"])
+    cfg = _compose(["experiment=quick", "backend=true", f"shoppers={shoppers}", "progress=false",
+                    f"cache_dir={tmp_path / 'cache'}"])
     sim = prepare(cfg, tmp_path / "run").sim
     rows = sim.source.sample(np.random.default_rng(0), 2000, 0.0).user  # -1: a shopper absent from the logs
     if shoppers == "logged":
@@ -186,6 +191,102 @@ def test_a_bad_shoppers_option_is_one_clear_message(tmp_path) -> None:
     from shopgym.app.compare import prepare
     from shopgym.errors import ConfigError
 
-    cfg = _compose(["experiment=quick", "shoppers=some", "progress=false", f"cache_dir={tmp_path / 'cache'}"])
+    cfg = _compose(["experiment=quick", "backend=true", "shoppers=some", "progress=false",
+                    f"cache_dir={tmp_path / 'cache'}"])
     with pytest.raises(ConfigError, match="`shoppers` must be one of 'all', 'logged', got 'some'"):
         prepare(cfg, tmp_path / "run")
+
+
+# ---------------------------------------------------------------------- Hydra-native command
+def test_cfg_job_prints_the_composed_config(tmp_path, monkeypatch, capsys) -> None:
+    from shopgym.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "--cfg", "job", "experiment=quick", "encoder=hashing"]) == 0
+    out = capsys.readouterr().out
+    assert "_target_: encoders.HashingEncoder" in out and "steps: 30" in out and "backend: fitted" in out
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_info_and_help_are_hydras(tmp_path, monkeypatch, capsys) -> None:
+    from shopgym.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "shopgym compare" in out and "== Config groups ==" in out and "encoder: hashing, " in out
+    assert main(["compare", "--info", "config"]) == 0
+    assert "Config search path" in capsys.readouterr().out
+
+
+def test_encoder_is_a_group_and_a_run_with_it_works(tmp_path, monkeypatch) -> None:
+    from shopgym.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "encoder=hashing", "experiment=quick", "backend=true", "only=[random]", "steps=2",
+                 "progress=false", f"hydra.run.dir={tmp_path / 'run'}"]) == 0
+    assert "HashingEncoder" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_multirun_sweeps_and_each_job_writes_its_results(tmp_path, monkeypatch) -> None:
+    from shopgym.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "-m", "experiment=quick", "backend=true", "only=[linucb]", "steps=2", "progress=false",
+                 "agents.linucb.alpha=0.1,1.0", f"hydra.sweep.dir={tmp_path / 'sweep'}"]) == 0
+    jobs = sorted((tmp_path / "sweep").glob("*/results.csv"))
+    assert len(jobs) == 2
+    assert "alpha: 1.0" in (jobs[1].parent / "config.yaml").read_text()
+
+
+def test_main_returns_the_headline_metric(tmp_path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from shopgym.cli.compare import run
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="compare", return_hydra_config=True,
+                      overrides=["experiment=quick", "backend=true", "only=[random,cosine]", "steps=3",
+                                 "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
+                                 f"hydra.runtime.output_dir={tmp_path / 'run'}"])
+    HydraConfig.instance().set_config(cfg)
+    value = run(cfg)
+    table = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert isinstance(value, float) and value == pytest.approx(table["cumulative_reward"].max())
+
+
+def test_a_type_error_surfaces_at_compose_time() -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="steps"):
+        _compose(["steps=abc"])
+    with pytest.raises(ConfigCompositionException, match="n_items"):
+        _compose(["world.n_items=many"])
+
+
+def test_the_main_job_reports_simulated_and_true_values_and_their_agreement(tmp_path) -> None:
+    from shopgym.app.compare import compare
+
+    cfg = _compose(["experiment=quick", "steps=4", "only=[random,cosine,popularity]", "progress=false",
+                    f"cache_dir={tmp_path / 'cache'}", "fit.steps=40", "fit.class_restarts=1", "fit.class_epochs=3"])
+    table = compare(cfg, tmp_path / "run")
+    assert {"cumulative_reward", "true_cumulative_reward", "relative_error"} <= set(table.columns)
+    assert table["true_cumulative_reward"].notna().all()
+    expected = (table["cumulative_reward"] - table["true_cumulative_reward"]) / table["true_cumulative_reward"]
+    assert (table["relative_error"] - expected).abs().max() < 1e-12
+    report = (tmp_path / "run" / "results.md").read_text()
+    assert "true_cumulative_reward" in report and "Kendall tau" in report and "fitted simulator" in report
+    assert (tmp_path / "run" / "agreement.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_at_a_tiny_budget(tmp_path, experiment: str) -> None:
+    from shopgym.app.compare import compare
+
+    cfg = _compose([f"experiment={experiment}", "world=small", "env=small", "encoder=hashing", "steps=2",
+                    "seeds=[0]", "batch_size=4", "only=[random,linucb]", "progress=false",
+                    f"cache_dir={tmp_path / 'cache'}", "fit.steps=40", "fit.class_restarts=1",
+                    "fit.class_epochs=3"])
+    table = compare(cfg, tmp_path / "run")
+    assert set(table["agent"]) == {"random", "linucb"}

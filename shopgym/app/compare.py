@@ -19,7 +19,7 @@ TensorBoard tags (one run folder per agent and seed, ``tensorboard/<agent>/seed<
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,11 @@ from tqdm.auto import tqdm
 
 from agents.base import Feedback, RankingPolicy
 from envs.backends import TrueWorldBackend
-from envs.core import EnvConfig, Simulator
-from envs.fitted import FitConfig
-from envs.synthetic import RewardWeights, SyntheticWorld
+from envs.build import BuiltSimulator
+from envs.core import Simulator
+from envs.synthetic import SyntheticWorld
+from shopgym.app.config import backend_name as config_backend_name
+from shopgym.app.config import simulator_spec
 from shopgym.data import LoggedData
 from shopgym.data.io import atomic_write, write_json
 from shopgym.errors import ConfigError, DataFormatError
@@ -59,6 +61,7 @@ class Prepared:
     train: LoggedData
     world: SyntheticWorld | None
     examination: np.ndarray
+    built: BuiltSimulator | None = None
 
 
 def blas_threads(limit: int | None) -> Any:
@@ -80,99 +83,53 @@ def blas_threads(limit: int | None) -> Any:
 
 
 # ---------------------------------------------------------------------- setup
-def env_config(cfg: DictConfig, slate_cap: int | None = None) -> EnvConfig:
-    """EnvConfig from the ``env`` group (slate size capped by the logs' deepest position if given)."""
-    from envs.candidates import CandidateConfig
-
-    e: dict[str, Any] = dict(OmegaConf.to_container(cfg.env, resolve=True))  # type: ignore[arg-type]
-    reward = RewardWeights(**e.pop("reward"))
-    candidates = CandidateConfig(**e.pop("candidates"))
-    if slate_cap is not None:
-        e["slate_size"] = min(int(e["slate_size"]), slate_cap)
-    return EnvConfig(reward=reward, candidates=candidates, **e)
-
-
-def fit_config(cfg: DictConfig) -> FitConfig:
-    """The response model's FitConfig from the ``fit`` group (defaults when the config has none)."""
-    options = OmegaConf.to_container(cfg.fit, resolve=True) if "fit" in cfg else None
-    return FitConfig.from_options(options)  # type: ignore[arg-type]
-
-
-def prepare(cfg: DictConfig, out: Path) -> Prepared:
-    """Build (or fit) the simulator the agents will run in."""
-    from envs.build import check_shoppers, log_simulator, make_encoder, setup_world, world_simulator
-    from envs.fitted import examination_from_propensities, fit_response_model
-    from envs.space import ItemSpace
-    from envs.synthetic import WorldConfig
-
-    fit = fit_config(cfg)  # a bad fit option fails here, before the logs are made or read
-    shoppers = check_shoppers(str(cfg.get("shoppers", "all")))  # so does a bad `shoppers`
-    kind = str(cfg.data.kind)
-    if kind == "synthetic":
-        setup = setup_world(WorldConfig(**OmegaConf.to_container(cfg.world, resolve=True)),  # type: ignore[arg-type]
-                            encoder=str(cfg.encoder), attribute_weight=float(cfg.attribute_weight),
-                            test_fraction=float(cfg.test_fraction), cache_dir=cfg.cache_dir, progress=cfg.progress)
-        config = env_config(cfg)
-        model = None
-        backend = backend_name(cfg.backend)
-        if backend == "fitted":
-            model = fit_response_model(setup.train, setup.space, fit, progress=cfg.progress)
-            model.save(out / "response_model")
-        sim = world_simulator(setup, config, backend=backend, model=model,  # type: ignore[arg-type]
-                              shoppers=shoppers)
-        train, world = setup.train, setup.world
-    else:
-        logs = load_data(cfg)
-        train, _ = logs.split_by_time(float(cfg.test_fraction))
-        has_text = bool((logs.items["text"].str.len() > 0).any())
-        encoder = make_encoder(str(cfg.encoder), cfg.cache_dir) if has_text else _feature_encoder()
-        queries = logs.interactions["query"].unique().tolist() if "query" in logs.interactions else []
-        space = ItemSpace.build(logs.items, encoder, queries, attribute_weight=float(cfg.attribute_weight),
-                                show_progress=cfg.progress)
-        model = fit_response_model(train, space, fit, progress=cfg.progress)
-        model.save(out / "response_model")
-        config = env_config(cfg, slate_cap=int(logs.interactions["position"].max()))
-        config = EnvConfig(**{**config.__dict__, "n_candidates": min(config.n_candidates, space.n_items)})
-        sim = log_simulator(train, space, model, config)
-        world = None
-    exam = examination_from_propensities(train) if train.has_propensities else None
-    k = sim.config.slate_size
-    examination = np.arange(1, k + 1, dtype=np.float64) ** -1.0
-    if exam is not None:
-        m = min(k, len(exam))
-        examination[:m] = exam[:m]
-    return Prepared(sim, train, world, np.minimum.accumulate(examination))
-
-
 def backend_name(value: Any) -> str:
     """The ``backend`` option as "true", "segment" or "fitted".
 
     On the command line Hydra reads ``backend=true`` as the boolean True (YAML), so that is accepted too.
     """
-    from envs.build import WORLD_BACKENDS
+    from envs.build import WORLD_BACKENDS, check_choice_of
 
-    name = "true" if value is True else str(value)
-    if name not in WORLD_BACKENDS:
+    if isinstance(value, bool) and not value:
         raise ConfigError(f"`backend` must be one of {', '.join(map(repr, WORLD_BACKENDS))}, got {value!r}")
-    return name
+    return check_choice_of(config_backend_name(value), "backend", WORLD_BACKENDS)
 
 
-def _feature_encoder() -> Any:
-    from encoders.features import FeatureEncoder
+def examination_estimate(train: LoggedData, slate_size: int) -> np.ndarray:
+    """(K,) examination estimates the agents get: from the logs' propensities, else 1/k; non-increasing."""
+    from envs.fitted import examination_from_propensities
 
-    return FeatureEncoder()
+    exam = examination_from_propensities(train) if train.has_propensities else None
+    examination = np.arange(1, slate_size + 1, dtype=np.float64) ** -1.0
+    if exam is not None:
+        m = min(slate_size, len(exam))
+        examination[:m] = exam[:m]
+    return np.minimum.accumulate(examination)
 
 
-def load_data(cfg: DictConfig) -> LoggedData:
-    """The user's logs named by the ``data`` group."""
-    from shopgym.adapters import convert
+def prepare(cfg: DictConfig, out: Path | None = None, *, backend: str | None = None) -> Prepared:
+    """Build the simulator the agents will run in (:func:`envs.build.build_simulator`; fitted at most once).
 
-    kind, path = str(cfg.data.kind), Path(str(cfg.data.path))
-    if kind == "folder":
-        return LoggedData.load(path)
-    if kind in ("obd", "online-retail"):
-        return convert(kind, path)
-    raise ConfigError(f"data.kind must be synthetic, folder, obd or online-retail; got {kind!r}")
+    Args:
+        cfg: the composed run config.
+        out: unused (kept for callers that pass the run folder).
+        backend: override ``cfg.backend`` (e.g. "true" for the true-world run beside the fitted one).
+    """
+    del out
+    from envs.build import build_simulator
+
+    spec = simulator_spec(cfg)
+    if backend is not None:
+        spec = replace(spec, backend=backend)
+    built = build_simulator(spec)
+    return prepared_from(built, built.sim)
+
+
+def prepared_from(built: BuiltSimulator, sim: Simulator) -> Prepared:
+    """The :class:`Prepared` of ``sim`` (one of ``built``'s backends)."""
+    inputs = built.inputs
+    return Prepared(sim, inputs.train, inputs.world, examination_estimate(inputs.train, sim.config.slate_size),
+                    built)
 
 
 def make_agent(name: str, node: DictConfig, prep: Prepared, seed: int) -> RankingPolicy:
@@ -323,24 +280,34 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return float(values.mean()), float(half)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """Markdown table of mean ± 95% CI."""
+def _cell(mean: float, half: float) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.4g} ± {half:.2g}" if np.isfinite(half) else f"{mean:.4g}"
+
+
+def to_markdown(table: pd.DataFrame, *, backend: str | None = None, agreement: Agreement | None = None) -> str:
+    """Markdown table of mean ± 95% CI over seeds; with the true world's values, the agreement line below."""
     cols = ["cumulative_reward", "final_reward", "ctr", "purchase_rate", "cumulative_regret", "ndcg", "coverage",
             "diversity"]
-    head = "| agent | " + " | ".join(cols) + " | s/run |\n|---|" + "---|" * (len(cols) + 1) + "\n"
+    has_truth = "true_cumulative_reward" in table
+    names = [f"cumulative_reward ({backend} simulator)" if has_truth and backend else "cumulative_reward",
+             *(["true_cumulative_reward", "error"] if has_truth else []), *cols[1:]]
+    head = "| agent | " + " | ".join(names) + " | s/run |\n|---|" + "---|" * (len(names) + 1) + "\n"
     lines = []
     for _, row in table.iterrows():
-        cells = []
-        for c in cols:
-            mean, half = row[c], row[f"{c}_ci95"]
-            if not np.isfinite(mean):
-                cells.append("n/a")
-            elif np.isfinite(half):
-                cells.append(f"{mean:.4g} ± {half:.2g}")
-            else:
-                cells.append(f"{mean:.4g}")
+        cells = [_cell(row["cumulative_reward"], row["cumulative_reward_ci95"])]
+        if has_truth:
+            cells.append(_cell(row["true_cumulative_reward"], row["true_cumulative_reward_ci95"]))
+            cells.append(f"{row['relative_error']:+.1%}" if np.isfinite(row["relative_error"]) else "n/a")
+        cells += [_cell(row[c], row[f"{c}_ci95"]) for c in cols[1:]]
         lines.append(f"| {row['agent']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
-    return head + "\n".join(lines) + "\n"
+    text = head + "\n".join(lines) + "\n"
+    if agreement is not None:
+        text += (f"\nSimulator vs true world over {agreement.n_agents} agents (cumulative reward): Kendall tau "
+                 f"{agreement.kendall_tau:.2f}, mean absolute relative error "
+                 f"{agreement.mean_abs_relative_error:.1%}.\n")
+    return text
 
 
 def plot_curves(traces: list[RunTrace], path: Path, window: int = 10) -> None:
@@ -379,24 +346,32 @@ def plot_curves(traces: list[RunTrace], path: Path, window: int = 10) -> None:
 
 
 # ---------------------------------------------------------------------- the job
-def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
-    """Run the comparison described by ``cfg``; write results under ``out``; return the table."""
-    out = Path(out or Path.cwd())
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(resolved, encoding="utf-8"))
-    names = list(cfg.agents) if cfg.only is None else [str(n) for n in cfg.only]
-    unknown = [n for n in names if n not in cfg.agents]
-    if unknown:
-        raise ConfigError(f"`only` names unknown agents {unknown}; configured: {list(cfg.agents)}")
-    prep = prepare(cfg, out)
+def wants_truth(cfg: DictConfig, prep: Prepared) -> bool:
+    """Whether to run every agent in the true world too.
+
+    ``cfg.truth`` decides; by default (None) whenever a world exists and the simulator is not already the truth.
+    """
+    option = cfg.get("truth")
+    possible = prep.world is not None and backend_name(cfg.backend) != "true"
+    if option and prep.world is None:
+        raise ConfigError("`truth=true` needs the built-in world (data=synthetic): a user's logs have no true world")
+    return possible if option is None else bool(option) and possible
+
+
+def run_agents(cfg: DictConfig, names: list[str], prep: Prepared, out: Path, *, tag: str = "",
+               desc: str = "compare") -> tuple[list[RunTrace], dict[str, str]]:
+    """Run every agent of ``names`` over every seed in ``prep``'s simulator.
+
+    TensorBoard goes under ``out/tensorboard/<agent>/seed<k><tag>``. Returns the traces and the agents
+    skipped, with the reason.
+    """
     from torch.utils.tensorboard import SummaryWriter
 
     traces: list[RunTrace] = []
     skipped: dict[str, str] = {}
     jobs = [(seed, name) for seed in cfg.seeds for name in names]
     with blas_threads(cfg.get("blas_threads", 1)):
-        for seed, name in tqdm(jobs, desc="compare", disable=not cfg.progress):
+        for seed, name in tqdm(jobs, desc=desc, disable=not cfg.progress):
             if name in skipped:
                 continue
             try:
@@ -405,7 +380,7 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
                 skipped[name] = str(exc)
                 tqdm.write(f"skipping agent {name!r}: {exc}")
                 continue
-            writer = SummaryWriter(str(out / "tensorboard" / name / f"seed{seed}"))
+            writer = SummaryWriter(str(out / "tensorboard" / name / f"seed{seed}{tag}"))
             try:
                 trace = run_agent(agent, prep, steps=int(cfg.steps), batch_size=int(cfg.batch_size),
                                   seed=int(seed), writer=writer, log_every=int(cfg.log_every),
@@ -414,15 +389,81 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
                 writer.close()
             trace.agent = name
             traces.append(trace)
+    return traces, skipped
+
+
+@dataclass(frozen=True)
+class Agreement:
+    r"""How the simulator ranks and values the agents against the true world (cumulative reward, P agents).
+
+    Attributes:
+        kendall_tau: rank agreement over agents, in [-1, 1].
+        mean_abs_relative_error: :math:`\frac1P\sum_p |\hat v_p - v_p| / v_p`.
+        n_agents: P.
+    """
+
+    kendall_tau: float
+    mean_abs_relative_error: float
+    n_agents: int
+
+
+def with_truth(table: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataFrame, Agreement | None]:
+    """``table`` with each agent's true cumulative reward (and 95% CI) and relative error; the agreement."""
+    from envs.fidelity import policy_agreement
+
+    true = truth.set_index("agent")
+    out = table.copy()
+    out["true_cumulative_reward"] = out["agent"].map(true["cumulative_reward"])
+    out["true_cumulative_reward_ci95"] = out["agent"].map(true["cumulative_reward_ci95"])
+    true_value = out["true_cumulative_reward"]
+    out["relative_error"] = (out["cumulative_reward"] - true_value) / true_value
+    both = out.dropna(subset=["true_cumulative_reward"])
+    if len(both) < 2:
+        return out, None
+    tau, mare = policy_agreement(both["true_cumulative_reward"].to_numpy(), both["cumulative_reward"].to_numpy())
+    return out, Agreement(tau, mare, len(both))
+
+
+def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
+    """Run the comparison described by ``cfg``; write results under ``out``; return the table.
+
+    On the built-in world with a fitted (or segment) backend the agents also run in the true world (same
+    seeds and sessions): the table then holds, per agent, its simulated and true cumulative reward, and
+    ``results.md`` the agreement (Kendall tau, mean absolute relative error over agents).
+    """
+    out = Path(out or Path.cwd())
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(resolved, encoding="utf-8"))
+    names = list(cfg.agents) if cfg.only is None else [str(n) for n in cfg.only]
+    unknown = [n for n in names if n not in cfg.agents]
+    if unknown:
+        raise ConfigError(f"`only` names unknown agents {unknown}; configured: {list(cfg.agents)}")
+    prep = prepare(cfg)
+    truth_prep = None
+    if wants_truth(cfg, prep):
+        assert prep.built is not None
+        truth_prep = prepared_from(prep.built, prep.built.with_backend("true"))
+    backend = backend_name(cfg.backend)
+    traces, skipped = run_agents(cfg, names, prep, out, desc=f"compare ({backend} simulator)")
     if not traces:
         raise ConfigError("no agent could run on these logs: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     table = summarise(traces)
+    agreement = None
+    if truth_prep is not None:
+        true_traces, _ = run_agents(cfg, [n for n in names if n not in skipped], truth_prep, out, tag="-true",
+                                    desc="compare (true world)")
+        table, agreement = with_truth(table, summarise(true_traces))
+        write_json({f"{t.agent}/seed{t.seed}": {m: v.tolist() for m, v in t.steps.items()} for t in true_traces},
+                   out / "curves_true.json")
     atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
-    markdown = to_markdown(table)
+    markdown = to_markdown(table, backend=backend, agreement=agreement)
     if skipped:
         markdown += "\nSkipped (the logs cannot support them):\n\n" + "".join(
             f"* {name}: {reason}\n" for name, reason in skipped.items())
     atomic_write(out / "results.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
+    if agreement is not None:
+        write_json(asdict(agreement), out / "agreement.json")
     curves = {f"{t.agent}/seed{t.seed}": {m: v.tolist() for m, v in t.steps.items()} for t in traces}
     write_json(curves, out / "curves.json")
     plot_curves(traces, out / "learning_curves.png")
@@ -430,3 +471,8 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
     print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'learning_curves.png'}; "
           f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     return table
+
+
+def headline(table: pd.DataFrame) -> float:
+    """The number a sweeper optimises: the best agent's mean cumulative reward in the simulator."""
+    return float(table["cumulative_reward"].max())

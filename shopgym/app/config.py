@@ -51,7 +51,7 @@ def schema_of(cls: type) -> type:
     if cls in _SCHEMAS:
         return _SCHEMAS[cls]
     hints = typing.get_type_hints(cls)
-    specs = []
+    specs: list[Any] = []
     for f in dataclasses.fields(cls):
         tp = _plain(hints[f.name])
         if f.default is not MISSING:
@@ -60,7 +60,7 @@ def schema_of(cls: type) -> type:
             value = f.default_factory()
             if dataclasses.is_dataclass(value):
                 mirror = schema_of(type(value))
-                specs.append((f.name, tp, field(default_factory=lambda m=mirror, v=value: m(**_fields(v)))))
+                specs.append((f.name, tp, field(default_factory=_factory(mirror, value))))
             else:
                 specs.append((f.name, tp, field(default_factory=f.default_factory)))
         else:
@@ -68,6 +68,11 @@ def schema_of(cls: type) -> type:
     schema = dataclasses.make_dataclass(f"{cls.__name__}Schema", specs)
     _SCHEMAS[cls] = schema
     return schema
+
+
+def _factory(mirror: type, value: Any) -> Any:
+    """A default factory giving a fresh ``mirror`` instance with ``value``'s fields."""
+    return lambda: mirror(**_fields(value))
 
 
 def _fields(value: Any) -> dict[str, Any]:
@@ -141,15 +146,16 @@ def register_configs() -> None:
 
 def _frozen(cls: type, node: Any) -> Any:
     """The frozen library dataclass ``cls`` from a config node (nested dataclasses too)."""
-    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    raw = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    values: dict[str, Any] = dict(raw)  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
-        if f.name not in values:  # type: ignore[operator]
+        if f.name not in values:
             continue
-        v = values[f.name]  # type: ignore[index]
-        tp = hints[f.name]
-        out[f.name] = _frozen(tp, v) if dataclasses.is_dataclass(tp) and isinstance(v, dict) else v
+        v, tp = values[f.name], hints[f.name]
+        nested = isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(v, dict)
+        out[f.name] = _frozen(tp, v) if nested else v
     return cls(**out)
 
 
@@ -183,3 +189,43 @@ def simulator_spec(cfg: DictConfig, *, encoder: Any = None, progress: bool | Non
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(str(exc)) from exc
+
+
+def compose_run(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The run config (``conf/compare.yaml``) with ``overrides``, as every command's defaults.
+
+    Raises:
+        ConfigError: an override that does not compose (unknown key or group option, wrong type), in one line.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_configs()
+    try:
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return compose(config_name="compare", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(one_line(exc)) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra's / OmegaConf's multi-line message as one line (without its "+key" and type-dump lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(("To append", "full_key", "object_type",
+                                                           "reference_type", "Available options"))]
+    return "; ".join(kept or lines[:1])
+
+
+def data_overrides(data: Path | str | None, source_format: str | None = None) -> list[str]:
+    """The ``data`` overrides naming a dataset on a command line (None: the built-in world).
+
+    ``source_format`` is "folder" (shopgym's format, the default), "obd" or "online-retail".
+    """
+    if data is None:
+        return []
+    kind = source_format or "folder"
+    group = {"folder": "generic", "obd": "obd", "online-retail": "online_retail"}.get(kind)
+    if group is None:
+        raise ConfigError(f"--format must be folder, obd or online-retail, got {kind!r}")
+    return [f"data={group}", f"data.path={Path(data)}"]

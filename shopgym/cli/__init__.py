@@ -10,8 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from shopgym.cli import compare as compare_cmd
 from shopgym.cli import data as data_cmd
+from shopgym.cli import fit as fit_cmd
 from shopgym.cli import ope as ope_cmd
 from shopgym.cli import simulate as simulate_cmd
 from shopgym.errors import ShopgymError
@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    compare_cmd.register(commands)
+    # `shopgym compare` is a Hydra app: main() hands its arguments to it before this parser sees them
+    commands.add_parser("compare", add_help=False,
+                        help="the main job: compare online-learning rankers in the simulator (Hydra; "
+                        "`shopgym compare --help`)")
+    fit_cmd.register(commands)
     data_cmd.register(commands)
     ope_cmd.register(commands)
     simulate_cmd.register(commands)
@@ -47,7 +51,12 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (also used as the console script)."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        from shopgym.cli.compare import dispatch
+
+        return dispatch(argv[1:])
+    args = build_parser().parse_args(argv)
     try:
         status = args.handler(args)
     except ShopgymError as exc:

@@ -1,70 +1,93 @@
-"""``shopgym compare``: the main job (Hydra), see :mod:`shopgym.app.compare` and ``conf/compare.yaml``."""
+"""``shopgym compare``: the main job as a Hydra app (:mod:`shopgym.app.compare`, ``conf/compare.yaml``).
+
+:func:`main` is a module-level ``@hydra.main`` entry whose body returns the headline metric (the best agent's
+simulated cumulative reward), so Hydra's sweepers can optimise it; every Hydra flag works as usual
+(``--cfg job``, ``--info``, ``--multirun``, ``--help``). ``shopgym compare ARGS`` calls :func:`dispatch`, which
+first composes the config once to turn a bad override into one line (exit 2), then hands ARGS to :func:`main`.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+import hydra
+from omegaconf import DictConfig
 
 import conf
+from shopgym.app.config import register_configs
+from shopgym.errors import ShopgymError
 
 CONF_DIR = str(Path(conf.__file__).resolve().parent)
+EXIT_INPUT_ERROR = 2
+#: Hydra flags after which the command line is not a plain run (nothing to pre-check)
+_NO_PRECHECK = ("-m", "--multirun", "-h", "--help", "--hydra-help", "-i", "--info", "--shell-completion", "-sc")
+#: Hydra flags that take a value
+_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun")
 
-HELP = """\
-Run every agent online in the simulator over several seeds and compare them: TensorBoard scalars,
-results.csv / results.md (mean and 95% CI per agent over seeds), learning_curves.png, and the printed
-table, in outputs/compare/<time>/ (the resolved config is saved there too).
-
-Overrides use Hydra syntax (KEY=VALUE), e.g.:
-  shopgym compare                                   # default world, every agent, 3 seeds
-  shopgym compare experiment=quick                  # a small smoke run
-  shopgym compare only=[linucb,lin_ts,random] steps=500 seeds=[0,1,2,3,4]
-  shopgym compare backend=fitted                    # shoppers answered by the model fitted on the logs
-  shopgym compare backend=fitted fit.class_restarts=1   # ... fitted faster (one EM run, not 3)
-  shopgym compare backend=segment                   # the truth as known at segment level (a reference)
-  shopgym compare backend=fitted shoppers=logged    # only the shoppers of the training logs (default: all)
-  shopgym compare data=obd data.path=../shared/data/obd/random/all
-  shopgym compare --multirun agents.linucb.alpha=0.1,0.5,1.0 only=[linucb]   # a sweep
-Config groups: world (default, small), env (default, small), data (synthetic, obd, online_retail,
-generic), fit (the response model fitted from the logs: conf/fit/default.yaml), agent (one per agent),
-experiment (quick, long, revenue). See conf/compare.yaml.
-"""
+register_configs()
 
 
-def register(commands: Any) -> None:
-    """Add ``compare`` to the top-level subparsers."""
-    parser = commands.add_parser("compare", help="the main job: compare online-learning rankers in the simulator",
-                                 description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides KEY=VALUE")
-    parser.add_argument("--multirun", "-m", action="store_true", help="Hydra multirun (sweep over values)")
-    parser.set_defaults(handler=_run)
+@hydra.main(config_path="pkg://conf", config_name="compare", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Run the comparison of ``cfg``; return the best agent's mean cumulative reward in the simulator."""
+    return run(cfg)
 
 
-def _run(args: argparse.Namespace) -> int:
-    import hydra
-    from omegaconf import DictConfig
+def run(cfg: DictConfig) -> float:
+    """The body of :func:`main`: bad input is one line on stderr and exit status 2."""
+    from hydra.core.hydra_config import HydraConfig
 
-    from shopgym.app.compare import compare
-    from shopgym.errors import ShopgymError
+    from shopgym.app.compare import compare, headline
 
-    failures: list[ShopgymError] = []
-
-    @hydra.main(config_path=CONF_DIR, config_name="compare", version_base="1.3")
-    def _main(cfg: DictConfig) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
-        try:
-            compare(cfg, Path(HydraConfig.get().runtime.output_dir))
-        except ShopgymError as exc:  # bad input: the CLI prints one clear message (not Hydra's traceback)
-            failures.append(exc)
-
-    saved = sys.argv
-    sys.argv = ["shopgym-compare", *(["--multirun"] if args.multirun else []), *args.overrides]
     try:
-        _main()
+        table = compare(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ShopgymError as exc:
+        print(f"shopgym: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT_ERROR) from None
+    return headline(table)
+
+
+def overrides_of(argv: Sequence[str]) -> list[str]:
+    """The config overrides on a ``shopgym compare`` command line (not Hydra's flags, not ``hydra.*`` keys)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-") and not arg.lstrip("+~").startswith("hydra."):
+            out.append(arg)
+    return out
+
+
+def compose_error(overrides: Sequence[str]) -> str | None:
+    """One line saying why ``overrides`` do not compose (unknown group option, wrong type...), else None."""
+    from shopgym.app.config import compose_run
+
+    try:
+        compose_run(list(overrides))
+    except ShopgymError as exc:
+        return str(exc)
+    return None
+
+
+def dispatch(argv: Sequence[str]) -> int:
+    """``shopgym compare ARGS``: check the overrides, then run the Hydra app on ARGS; returns the exit status."""
+    argv = list(argv)
+    if not any(arg in _NO_PRECHECK for arg in argv):
+        problem = compose_error(overrides_of(argv))
+        if problem is not None:
+            print(f"shopgym: error: {problem}", file=sys.stderr)
+            return EXIT_INPUT_ERROR
+    saved = sys.argv
+    sys.argv = ["shopgym compare", *argv]
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = saved
-    if failures:
-        raise failures[0]
     return 0

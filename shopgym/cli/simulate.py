@@ -23,11 +23,16 @@ def register(commands: Any) -> None:
     )
     fid.add_argument("data", nargs="?", type=Path, default=None,
                      help="dataset folder in shopgym's format (default: the built-in synthetic world)")
-    fid.add_argument("--format", dest="source_format", choices=("folder", "obd"), default="folder",
-                     help="'obd' reads an Open Bandit Dataset folder directly")
+    fid.add_argument("--format", dest="source_format", choices=("folder", "obd", "online-retail"), default="folder",
+                     help="how DATA is stored: 'folder' (shopgym's format), 'obd' (an Open Bandit Dataset folder)")
     fid.add_argument("--out", type=Path, default=Path("outputs/fidelity"), help="output folder")
-    fid.add_argument("--test-fraction", type=float, default=0.2, help="latest share of requests held out")
-    fid.add_argument("--encoder", default="minilm", choices=("minilm", "hashing"), help="text encoder")
+    fid.add_argument("--model", type=Path, default=None,
+                     help="a model folder saved by `shopgym fit` (fitted on the same data, split and encoder); "
+                     "default: the fit cache, which fits only what it has not fitted before")
+    fid.add_argument("--test-fraction", type=float, default=None,
+                     help="latest share of requests held out (default: test_fraction of conf/compare.yaml, 0.2)")
+    fid.add_argument("--encoder", default=None, help="text encoder, an option of the encoder group "
+                     "(minilm, hashing, tiny_bert; default: minilm)")
     fid.add_argument("--sessions", type=int, default=3000, help="simulated sessions per policy (synthetic world)")
     fid.add_argument("--seed", type=int, default=0, help="world and simulation seed")
     fid.add_argument("--refits", type=int, default=1,
@@ -47,7 +52,8 @@ def register(commands: Any) -> None:
     fid.add_argument("--slots", type=int, default=None,
                      help="synthetic world: logged slots to generate (default 200,000)")
     fid.add_argument("--fit", action="append", default=[], metavar="KEY=VALUE",
-                     help="a response-model fitting option (a field of envs.fitted.FitConfig), repeatable; "
+                     help="a response-model fitting option (the fit group: a field of envs.fitted.FitConfig), "
+                     "repeatable; "
                      "e.g. --fit class_restarts=1 --fit shopper_deviation=0 (the fit's own torch seed is "
                      "--fit seed=S; --seed seeds the world and the simulation)")
     fid.set_defaults(handler=_fidelity)
@@ -56,42 +62,29 @@ def register(commands: Any) -> None:
 def _fidelity(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from envs.build import make_encoder, setup_world, world_simulator
+    from envs.build import build_simulator, world_simulator
     from envs.fidelity import fidelity_report, write_report
-    from envs.fitted import FitConfig, fit_response_model
-    from envs.space import ItemSpace
-    from envs.synthetic import WorldConfig
-    from shopgym.data import LoggedData
+    from envs.fitted import fit_response_model
+    from shopgym.app.config import compose_run, data_overrides, simulator_spec
     from shopgym.errors import ConfigError
 
     if args.refits < 1:
         raise ConfigError(f"--refits must be >= 1, got {args.refits}")
-    fit = FitConfig.from_options(args.fit)
-    if args.data is None:
-        sizes = {k: v for k, v in (("n_users", args.users), ("n_slots", args.slots)) if v is not None}
-        setup = setup_world(WorldConfig(seed=args.seed, **sizes), encoder=args.encoder,
-                            test_fraction=args.test_fraction, cache_dir=default_cache_dir(), progress=True)
-        logs, train, test, space = setup.logs, setup.train, setup.test, setup.space
-    else:
-        if args.source_format == "obd":
-            from shopgym.adapters.obd import load_obd
-
-            logs = load_obd(args.data)
-        else:
-            logs = LoggedData.load(args.data)
-        train, test = logs.split_by_time(args.test_fraction)
-        has_text = bool((logs.items["text"].str.len() > 0).any())
-        if has_text:
-            encoder: Any = make_encoder(args.encoder, default_cache_dir())
-        else:
-            from encoders.features import FeatureEncoder
-
-            encoder = FeatureEncoder()
-        queries = logs.interactions["query"].unique().tolist() if "query" in logs.interactions else []
-        space = ItemSpace.build(logs.items, encoder, queries, show_progress=True)
-        setup = None
-    model = fit_response_model(train, space, fit, progress=True)
-    model.save(args.out / "response_model")
+    overrides = data_overrides(args.data, args.source_format if args.data is not None else None)
+    options = {"test_fraction": args.test_fraction, "encoder": args.encoder, "model": args.model,
+               "world.n_users": args.users, "world.n_slots": args.slots}
+    overrides += [f"{key}={value}" for key, value in options.items() if value is not None]
+    overrides += [f"world.seed={args.seed}", "backend=fitted", f"shoppers={args.shoppers}"]
+    for item in args.fit:
+        if "=" not in str(item):
+            raise ConfigError(f"--fit {item!r} is not KEY=VALUE (a field of envs.fitted.FitConfig)")
+        overrides.append(f"fit.{item}")
+    spec = simulator_spec(compose_run(overrides), progress=True)
+    built = build_simulator(spec)
+    fit, inputs = spec.fit, built.inputs
+    logs, train, test, space, setup = inputs.logs, inputs.train, inputs.test, inputs.space, inputs.setup
+    model = built.model
+    assert model is not None
     policies = None
     lengths = None
     refits: list[dict[str, float]] = []
@@ -149,7 +142,7 @@ def _fidelity(args: argparse.Namespace) -> int:
                              refits=refits if args.refits > 1 else None)
     report.settings = {"command": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                                    if k not in ("handler", "fit")},
-                       "fit": asdict(fit)}
+                       "fit": asdict(fit), "model": None if built.model_dir is None else str(built.model_dir)}
     write_report(report, args.out)
     print(report.to_markdown())
     print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, ctr_by_position.png")
