@@ -31,8 +31,8 @@ def test_every_agent_config_instantiates(agent: str) -> None:
 
     from agents.base import RankingPolicy
 
-    cfg = _compose([f"+agent@extra={agent}"])
-    assert isinstance(instantiate(cfg.extra, _convert_="all"), RankingPolicy)
+    cfg = _compose([f"+agent@agents.extra={agent}"])
+    assert isinstance(instantiate(cfg.agents.extra, _convert_="all"), RankingPolicy)
 
 
 def test_tiny_compare_writes_results_and_tensorboard(tmp_path) -> None:
@@ -214,7 +214,7 @@ def test_info_and_help_are_hydras(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["compare", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "shopgym compare" in out and "== Config groups ==" in out and "encoder: hashing, " in out
+    assert "shopgym compare" in out and "== Config groups ==" in out and "encoder: features, hashing, minilm" in out
     assert main(["compare", "--info", "config"]) == 0
     assert "Config search path" in capsys.readouterr().out
 
@@ -241,6 +241,7 @@ def test_multirun_sweeps_and_each_job_writes_its_results(tmp_path, monkeypatch) 
 
 def test_main_returns_the_headline_metric(tmp_path) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
 
     from shopgym.cli.compare import run
 
@@ -250,6 +251,8 @@ def test_main_returns_the_headline_metric(tmp_path) -> None:
                                  "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
                                  f"hydra.runtime.output_dir={tmp_path / 'run'}"])
     HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as Hydra hands the job its config
     value = run(cfg)
     table = pd.read_csv(tmp_path / "run" / "results.csv")
     assert isinstance(value, float) and value == pytest.approx(table["cumulative_reward"].max())

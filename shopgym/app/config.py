@@ -133,15 +133,14 @@ class RunSchema:
 
 
 def register_configs() -> None:
-    """Store the schemas in Hydra's ConfigStore (idempotent): ``run_schema`` and each group's ``schema``."""
+    """Store ``run_schema`` in Hydra's ConfigStore (idempotent).
+
+    It types the whole run config, group nodes included (``world``, ``env``, ``fit``, ``data``), so the group
+    files need no schema of their own.
+    """
     from hydra.core.config_store import ConfigStore
 
-    cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunSchema)
-    cs.store(group="world", name="schema", node=schema_of(WorldConfig))
-    cs.store(group="env", name="schema", node=schema_of(EnvConfig))
-    cs.store(group="fit", name="schema", node=schema_of(FitConfig))
-    cs.store(group="data", name="schema", node=DataSchema)
+    ConfigStore.instance().store(name="run_schema", node=RunSchema)
 
 
 def _frozen(cls: type, node: Any) -> Any:
@@ -160,8 +159,12 @@ def _frozen(cls: type, node: Any) -> Any:
 
 
 def backend_name(value: Any) -> str:
-    """The ``backend`` option as a name; Hydra reads ``backend=true`` as the boolean True (YAML): accepted."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    """The ``backend`` option as a name.
+
+    Hydra reads ``backend=true`` as YAML's boolean True, which a string field then holds as "True": accepted.
+    """
+    text = str(value)
+    return text.lower() if isinstance(value, bool) or text in ("True", "False") else text
 
 
 def make_encoder_from(cfg: DictConfig) -> Any:
@@ -211,10 +214,11 @@ def compose_run(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 
 def one_line(exc: BaseException) -> str:
     """Hydra's / OmegaConf's multi-line message as one line (without its "+key" and type-dump lines)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = str(exc) + ("\n" + str(exc.__cause__) if exc.__cause__ is not None else "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     kept = [line for line in lines if not line.startswith(("To append", "full_key", "object_type",
                                                            "reference_type", "Available options"))]
-    return "; ".join(kept or lines[:1])
+    return "; ".join(dict.fromkeys(kept or lines[:1]))
 
 
 def data_overrides(data: Path | str | None, source_format: str | None = None) -> list[str]:
