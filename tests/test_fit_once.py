@@ -1,4 +1,4 @@
-"""Fit once: `shopgym fit` saves a fingerprinted model, every command reuses it or the fit cache, mismatches are refused."""
+"""Fit once: `shopgym fit` saves a fingerprinted model; commands reuse it or the fit cache; mismatches are refused."""
 
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="module")
 def quick_inputs():
-    from envs.build import SimulatorSpec, simulator_inputs
-    from envs.build import QuickWorld
+    from envs.build import QuickWorld, SimulatorSpec, simulator_inputs
     from envs.fitted import FitConfig
 
     spec = SimulatorSpec(world=QuickWorld().config, encoder="hashing",
