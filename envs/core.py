@@ -18,8 +18,9 @@ from encoders.profiles import BehaviourWeights, ProfileState, update, vector
 from envs.backends import Backend, Sessions
 from envs.candidates import CandidateConfig, CandidateGenerator
 from envs.interface import RankingContext
+from envs.reward import RewardWeights
 from envs.space import ItemSpace, UserTable
-from envs.synthetic.world import RewardWeights, SyntheticWorld
+from envs.synthetic.world import SyntheticWorld
 from shopgym.errors import ConfigError, ShopgymError
 
 #: per-candidate extra features in observations and contexts: shown earlier in the session, popularity
@@ -258,11 +259,9 @@ class Simulator:
 
     def item_values(self, state: PageState, items: np.ndarray, profile_vecs: np.ndarray | None = None) -> np.ndarray:
         """(B, M) backend's expected reward of each item in ``items`` (B, M) if examined (real shoppers)."""
-        w = self.config.reward
         profile_vecs = self.profile_vectors(state) if profile_vecs is None else profile_vecs
         p = self.backend.probabilities(state.sessions, profile_vecs, items)
-        attract, cart, buy = p[..., 0], p[..., 1], p[..., 2]
-        return attract * (w.click + cart * (w.cart + buy * (w.purchase + w.revenue * self.prices[items])))
+        return self.config.reward.value_of(p, self.prices[items])
 
     def profile_vectors(self, state: PageState) -> np.ndarray:
         """(B, d) unit profile vectors (cold users: the default profile)."""
@@ -284,9 +283,7 @@ class Simulator:
         clicked = np.where(fake, u[0] < cfg.fake_click_prob, real_click | spam)
         carted = real_click & ~fake & (u[1] < cart_p)
         purchased = carted & (u[2] < buy_p)
-        w = cfg.reward
-        slot_reward = (w.click * clicked + w.cart * carted + w.purchase * purchased
-                       + w.revenue * self.prices[shown] * purchased)
+        slot_reward = cfg.reward.slot_reward(clicked, carted, purchased, self.prices[shown])
         repeat = (shown[:, :, None] == state.seen[:, None, :]).any(axis=2)
         repeat_share = repeat.mean(axis=1)
         vecs = self.space.item_vecs[shown].astype(np.float64)
@@ -302,8 +299,8 @@ class Simulator:
             values = self.item_values(state, state.candidates, profile_vecs)
             exam = self.examination[:k]
             info["candidate_values"] = values
-            info["expected_reward"] = values[rows, slots] @ exam
-            info["oracle_reward"] = -np.sort(-values, axis=1)[:, :k] @ exam
+            info["expected_reward"] = cfg.reward.page_value(values[rows, slots], exam)
+            info["oracle_reward"] = cfg.reward.page_value(-np.sort(-values, axis=1)[:, :k], exam)
         cont = self.backend.continuation(state.sessions, profile_vecs, shown, clicked, purchased, repeat_share,
                                          attract, state.page)
         terminated = rng.random(b) >= cont

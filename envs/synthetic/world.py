@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from envs.reward import RewardWeights
 from envs.synthetic import vocab
 from shopgym.errors import ConfigError
 
@@ -96,16 +97,6 @@ class WorldConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (used in the logs' meta so the world can be rebuilt)."""
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class RewardWeights:
-    """Reward = click * w_click + cart * w_cart + purchase * w_purchase + revenue * w_revenue."""
-
-    click: float = 1.0
-    cart: float = 0.0
-    purchase: float = 0.0
-    revenue: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -388,11 +379,10 @@ class SyntheticWorld:
         """
         w = weights or RewardWeights()
         attract = self.attractiveness(users, items, intent)
-        if w.cart == 0 and w.purchase == 0 and w.revenue == 0:
-            return attract * w.click
+        if w.clicks_only:
+            return w.item_value(attract, None, None)
         cart, purchase = self.conversion(users, items)
-        price = self.catalog.price[items]
-        return attract * (w.click + cart * (w.cart + purchase * (w.purchase + w.revenue * price)))
+        return w.item_value(attract, cart, purchase, self.catalog.price[items])
 
     def expected_reward(
         self, users: IntArray, ranking: IntArray, intent: Intent, weights: RewardWeights | None = None
@@ -412,7 +402,7 @@ class SyntheticWorld:
         """
         ranking = np.asarray(ranking)
         exam = self.examination_probs(ranking.shape[1])
-        return self.item_value(users, ranking, intent, weights) @ exam
+        return (weights or RewardWeights()).page_value(self.item_value(users, ranking, intent, weights), exam)
 
     def oracle_ranking(
         self, users: IntArray, candidates: IntArray, intent: Intent, k: int, weights: RewardWeights | None = None
