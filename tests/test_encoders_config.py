@@ -11,11 +11,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from encoders import BertEncoder, FeatureEncoder, encode_items
+from encoders import BertEncoder, FeatureEncoder, HashingEncoder, encode_items
 from shopgym.data import schema as S
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-EXPECTED = {"minilm": (BertEncoder, 384), "tiny_bert": (BertEncoder, 32), "features": (FeatureEncoder, None)}
+EXPECTED = {"minilm": (BertEncoder, 384), "tiny_bert": (BertEncoder, 32), "features": (FeatureEncoder, None),
+            "hashing": (HashingEncoder, 256)}
 
 
 def test_every_encoder_file_is_tested() -> None:

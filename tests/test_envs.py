@@ -306,12 +306,19 @@ def test_fit_config_from_options_converts_checks_and_names_bad_keys() -> None:
         FitConfig.from_options(["class_restarts=0"])
 
 
-def test_the_hydra_fit_group_lists_every_fit_option_at_its_default() -> None:
-    from dataclasses import asdict
+def test_the_composed_config_defaults_are_the_librarys() -> None:
+    """The schema is generated from the library's dataclasses: the defaults are written once, in the library."""
+    from hydra import compose, initialize_config_module
 
-    from omegaconf import OmegaConf
+    from envs.build import SimulatorSpec
+    from envs.core import EnvConfig
+    from envs.synthetic import WorldConfig
+    from shopgym.app.config import register_configs, simulator_spec
 
-    from tests.conftest import REPO_ROOT
-
-    declared = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "fit" / "default.yaml"))
-    assert declared == asdict(FitConfig())
+    register_configs()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        spec = simulator_spec(compose(config_name="compare"))
+    assert (spec.fit, spec.world, spec.env) == (FitConfig(), WorldConfig(), EnvConfig())
+    default = SimulatorSpec()
+    assert (spec.backend, spec.shoppers, spec.test_fraction, spec.attribute_weight) == \
+        (default.backend, default.shoppers, default.test_fraction, default.attribute_weight)
