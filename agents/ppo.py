@@ -59,6 +59,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from scipy.special import softmax
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -69,9 +70,10 @@ from torch import nn
 
 from agents._checks import check_bool, check_choice, check_float, check_int, check_k
 from agents.base import Feedback, PolicyInputError, Ranking, RankingContext, RankingPolicy
-from envs.core import EXTRA_FEATURES, Simulator, plackett_luce_log_prob
+from envs.core import EXTRA_FEATURES, Simulator
 from shopgym.checks import torch_threads
 from shopgym.errors import ConfigError
+from shopgym.numeric import plackett_luce_log_prob, plackett_luce_sample
 
 #: activations by config name
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -605,16 +607,15 @@ class PPORanker(RankingPolicy):
         """
         logits = self.score(ctx)
         k = check_k(k, ctx.n_candidates)
-        slots = _gumbel_topk(logits, k, rng)
+        slots = plackett_luce_sample(rng, logits, k)
         slate = np.exp(plackett_luce_log_prob(logits, slots))
         prop = np.full(slots.shape, np.nan)
-        z = logits - logits.max(axis=1, keepdims=True)
-        first = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        first = softmax(logits, axis=1)
         prop[:, 0] = np.take_along_axis(first, slots[:, :1], axis=1)[:, 0]
         if self.estimate_propensity and k > 1:
             hits = np.zeros(slots.shape)
             for _ in range(self.n_propensity_samples):
-                hits += _gumbel_topk(logits, k, rng) == slots
+                hits += plackett_luce_sample(rng, logits, k) == slots
             prop[:, 1:] = ((1.0 + hits) / (self.n_propensity_samples + 1.0))[:, 1:]
         return Ranking(slots.astype(np.int64), prop, slate)
 
@@ -760,8 +761,3 @@ class PPORanker(RankingPolicy):
         self.curve = TrainingCurve(np.asarray(state.get("curve.timesteps", np.zeros(0, np.int64)), np.int64),
                                    np.asarray(state.get("curve.reward_per_page", np.zeros(0)), np.float64))
 
-
-def _gumbel_topk(logits: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, k) Plackett-Luce sample of ``logits`` (B, N) by Gumbel-top-k."""
-    keys = logits + rng.gumbel(size=logits.shape)
-    return np.argsort(-keys, axis=1, kind="stable")[:, :k]

@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from agents._checks import check_float, check_int
 from agents.base import Feedback, Ranking, RankingContext, RankingPolicy
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError
+from shopgym.numeric import topk
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -96,7 +98,7 @@ class ToyRankingProblem:
         v = self.item_vecs[items].astype(np.float64)
         logit = (self.bias + self.affinity * np.einsum("bd,bmd->bm", u * self.weights, v)
                  + self.quality * (v @ self.phi))
-        return 1.0 / (1.0 + np.exp(-logit))
+        return expit(logit)
 
     def expected_reward(self, ctx: RankingContext, slots: np.ndarray) -> np.ndarray:
         """(B,) float64 expected clicks of showing ``slots`` (B, K) (column indices into the candidates)."""
@@ -106,7 +108,7 @@ class ToyRankingProblem:
     def oracle_slots(self, ctx: RankingContext, k: int) -> np.ndarray:
         """(B, k) int64 the best ranking: candidates by decreasing attractiveness."""
         alpha = self.attractiveness(ctx.user_ids, ctx.candidates)
-        return np.argsort(-alpha, axis=1, kind="stable")[:, :k].astype(np.int64)
+        return topk(alpha, k)
 
     def regret(self, ctx: RankingContext, slots: np.ndarray) -> np.ndarray:
         """(B,) float64 expected reward of the oracle minus that of ``slots`` (B, K)."""

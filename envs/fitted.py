@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -63,7 +64,6 @@ from envs.latent import (
     exposure_profiles,
     fit_latent_classes,
     logged_rankings,
-    principal_directions,
     table_rows,
 )
 from envs.space import ItemSpace
@@ -72,6 +72,7 @@ from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.data.io import atomic_write
 from shopgym.errors import ConfigError, DataFormatError
+from shopgym.numeric import logistic_newton, principal_directions
 
 SESSION_GAP_SECONDS = 30 * 60
 
@@ -301,7 +302,7 @@ class ResponseModel:
         if self.continuation_coef is None:
             return np.full(len(features), self.default_continuation)
         x = np.concatenate([np.ones((len(features), 1)), features], axis=1)
-        return 1.0 / (1.0 + np.exp(-(x @ self.continuation_coef)))
+        return expit(x @ self.continuation_coef)
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
@@ -505,7 +506,7 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     n_users = len(user_index)
     net = _Net(space.dim, cfg.hidden, space.n_items, n_positions, rank, n_users)
     with torch.no_grad():
-        net.projection.copy_(torch.from_numpy(principal_directions(space.item_vecs, rank).T))
+        net.projection.copy_(torch.from_numpy(principal_directions(space.item_vecs, rank).T.astype(np.float32)))
     theta_ips = examination_from_propensities(train) if train.has_propensities else None
     if theta_ips is not None:
         # propensity-randomised logs identify position bias directly; freeze it so that the
@@ -725,19 +726,6 @@ def _fit_continuation(train: LoggedData, model: ResponseModel, req: _Requests, p
     is_last[order[:-1]] = s_sorted[1:] != s_sorted[:-1]
     y = (~is_last).astype(np.float64)
     x = page_features(n_clicks > 0, n_clicks, any_purchase, repeat_share, top_attract, req.is_search, page)
-    return _logistic_newton(x, y), int(session.max() + 1)
+    design = np.concatenate([np.ones((len(x), 1)), x], axis=1)  # intercept first, penalised like the rest
+    return logistic_newton(design, y, 1e-3, max_iter=30, tol=1e-8), int(session.max() + 1)
 
-
-def _logistic_newton(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 30) -> np.ndarray:
-    """L2-regularised logistic regression with an intercept, by Newton's method; returns (1 + F,) coefs."""
-    xb = np.concatenate([np.ones((len(x), 1)), x], axis=1)
-    w = np.zeros(xb.shape[1])
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(xb @ w)))
-        grad = xb.T @ (p - y) + l2 * w
-        hess = (xb * (p * (1 - p))[:, None]).T @ xb + l2 * np.eye(len(w))
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return w

@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+from scipy.special import expit
 
 from ope.checks import as_array, check_finite, check_int_range, check_probabilities, check_scalar, check_shape
 from ope.data import SlateLog, SlateTarget
@@ -357,7 +358,7 @@ class FittedPairModel:
         """(..., K, J) predictions from candidate features (..., J, p), for every slot."""
         z = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
         score = z[..., None, :] + self.position_effect[:, None]
-        return 0.5 * (1.0 + np.tanh(0.5 * score)) if self.link == "logistic" else score
+        return expit(score) if self.link == "logistic" else score
 
 
 @dataclass(frozen=True)

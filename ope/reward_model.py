@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
+from scipy.special import expit
 
 from ope._blas import single_threaded_blas
 from ope.checks import check_scalar
 from ope.data import BanditLog
 from ope.errors import OPEInputError
+from shopgym.numeric import logistic_newton
 
 __all__ = [
     "CellMeanModel", "LinearRewardModel", "RewardModel", "cross_fit_q_hat", "default_reward_model", "fit_glm",
@@ -106,10 +108,6 @@ class CellMeanModel:
         counts = np.bincount(cell, minlength=n_a * k).reshape(n_a, k).astype(float)
         q = shrink(sums, counts, mu_k[None, :])
         return np.broadcast_to(q, (len(test), n_a, k)).copy()
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 @dataclass(frozen=True)
@@ -215,7 +213,7 @@ class LinearRewardModel:
             score = score + (xs_test @ b_mat) @ phi.T
         if n_pos:
             score = score[:, :, None] + beta_k[None, None, :]
-        return _sigmoid(score) if self.link == "logistic" else score
+        return expit(score) if self.link == "logistic" else score
 
     def _solve(self, design: np.ndarray, y: np.ndarray) -> np.ndarray:
         return fit_glm(design, y, l2=self.l2, link=self.link, max_iter=self.max_iter, tol=self.tol)
@@ -256,20 +254,10 @@ def fit_glm(
         gram = design.T @ design
         gram[np.diag_indices(p)] += penalty
         return np.linalg.solve(gram, design.T @ y)
-    beta = np.zeros(p)
+    init = np.zeros(p)
     mean = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-    beta[0] = np.log(mean / (1 - mean))
-    for _ in range(max_iter):
-        prob = _sigmoid(design @ beta)
-        grad = design.T @ (prob - y) + penalty * beta
-        root = design * np.sqrt(prob * (1 - prob))[:, None]
-        hess = root.T @ root  # symmetric product: BLAS syrk, several times faster than a general gemm
-        hess[np.diag_indices(p)] += penalty + 1e-10
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if np.max(np.abs(step)) < tol:
-            break
-    return beta
+    init[0] = np.log(mean / (1 - mean))
+    return logistic_newton(design, y, penalty, init=init, max_iter=max_iter, tol=tol, jitter=1e-10)
 
 
 def default_reward_model(log: BanditLog) -> LinearRewardModel:

@@ -23,6 +23,7 @@ import numpy as np
 
 from envs.synthetic.world import Intent, SyntheticWorld
 from shopgym.errors import ConfigError
+from shopgym.numeric import topk
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class EpsilonGreedyLoggingPolicy:
 
     def greedy(self, users: np.ndarray, candidates: np.ndarray, intent: Intent, k: int) -> np.ndarray:
         """(B, k) column indices of the greedy ranking (ties broken by column order)."""
-        return np.argsort(-self.scores(users, candidates, intent), axis=1, kind="stable")[:, :k]
+        return topk(self.scores(users, candidates, intent), k)
 
     def marginals(self, users: np.ndarray, candidates: np.ndarray, intent: Intent, k: int) -> np.ndarray:
         """(B, k, N) exact P(candidate n at slot j); each (b, j) row sums to 1."""
