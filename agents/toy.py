@@ -142,11 +142,6 @@ class ToyRankingProblem:
             extra=np.zeros((batch, self.n_candidates, 0), dtype=np.float32),
         )
 
-    def context_for(self, ctx: RankingContext, users: np.ndarray) -> RankingContext:
-        """``ctx`` with its true users restored (for :meth:`attractiveness` when ``known_users`` was False)."""
-        return RankingContext(ctx.user, ctx.query, ctx.is_search, ctx.candidates, ctx.candidate_vecs,
-                              np.asarray(users, dtype=np.int64), ctx.history, ctx.extra)
-
     def feedback(self, ctx: RankingContext, ranking: Ranking, rng: np.random.Generator) -> Feedback:
         """Clicks drawn from the position-based model; reward = clicks (no carts or purchases)."""
         slots = np.asarray(ranking.slots)

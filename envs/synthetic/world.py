@@ -489,14 +489,6 @@ class SyntheticWorld:
         text = np.where(intent.attr_group >= 0, with_attr.to_numpy(dtype=object), categories)
         return np.where(intent.is_search, text, "").astype(str)
 
-    def candidate_logits(self, users: IntArray, intent: Intent) -> FloatArray:
-        """(B, n_items) log-weights of the world's candidate generator (retrieval stage).
-
-        Popular (high-quality) items of the user's main audience, and for searches items of the
-        query's category, are retrieved more often. Knows the user's audience, not their tastes.
-        """
-        return self._retrieval_logits[self._retrieval_group(users, intent)]
-
     def _retrieval_group(self, users: IntArray, intent: Intent) -> IntArray:
         """(B,) index of the retrieval distribution: main audience x (searched category, or none)."""
         main_audience = np.argmax(self.population.tastes[0][np.asarray(users)], axis=1)
