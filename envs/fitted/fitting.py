@@ -99,7 +99,7 @@ def _request_arrays(logs: LoggedData, space: ItemSpace, item: np.ndarray,
 
 def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | None = None, *,
                        progress: bool = False) -> ResponseModel:
-    """Fit the user-response model on ``train`` (see the module docstring).
+    """Fit the user-response model on ``train`` (see :mod:`envs.fitted`).
 
     Args:
         train: training logs (use :meth:`LoggedData.split_by_time` to hold out the later part).
