@@ -178,7 +178,7 @@ def principal_directions(x: np.ndarray, rank: int, *, fix_sign: bool = False) ->
 
     Args:
         x: (n, d) rows.
-        rank: how many directions, >= 1 (at most min(n, d) are returned).
+        rank: how many directions, >= 0 (at most min(n, d) are returned; 0 gives a (0, d) array).
         fix_sign: flip each direction so that its largest-magnitude entry is positive (otherwise the
             sign is whatever the SVD returns).
 
@@ -186,10 +186,10 @@ def principal_directions(x: np.ndarray, rank: int, *, fix_sign: bool = False) ->
         (min(rank, n, d), d) float64 orthonormal directions, one per row.
 
     Raises:
-        ConfigError: ``rank`` < 1.
+        ConfigError: ``rank`` < 0.
     """
-    if rank < 1:
-        raise ConfigError(f"`rank` must be >= 1, got {rank}")
+    if rank < 0:
+        raise ConfigError(f"`rank` must be >= 0, got {rank}")
     arr = np.asarray(x, dtype=np.float64)
     _, _, vt = np.linalg.svd(arr - arr.mean(axis=0, keepdims=True), full_matrices=False)
     comps = vt[:rank]

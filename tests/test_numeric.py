@@ -149,5 +149,6 @@ def test_principal_directions_sign_and_rank_cap() -> None:
     largest = comps[np.arange(4), np.abs(comps).argmax(axis=1)]
     assert (largest > 0).all()
     np.testing.assert_allclose(np.abs(comps), np.abs(principal_directions(x, 10)))
-    with pytest.raises(ConfigError, match="`rank` must be >= 1"):
-        principal_directions(x, 0)
+    assert principal_directions(x, 0).shape == (0, 6)
+    with pytest.raises(ConfigError, match="`rank` must be >= 0, got -1"):
+        principal_directions(x, -1)
