@@ -346,7 +346,7 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
     no_pages = ranked_pages is None or len(ranked_pages) == 0
     # the deviations' directions B: the same for every restart
     basis = (np.zeros((0, item_vecs.shape[1]), np.float32) if no_pages
-             else principal_directions(item_vecs, cfg.deviation_rank).astype(np.float32))
+             else principal_directions(np.asarray(item_vecs, dtype=np.float64), cfg.deviation_rank).astype(np.float32))
     knots = search_cosine_knots(item_vecs, row_item, row_request, query, is_search, cfg.relevance_knots)
     best: tuple[LatentClasses, dict[str, Any]] | None = None
     evidence = []

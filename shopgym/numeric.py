@@ -174,7 +174,7 @@ def principal_directions(x: np.ndarray, rank: int, *, fix_sign: bool = False) ->
     Note:
         With :math:`\bar x` the column means and :math:`X - \mathbf 1 \bar x^\top = U S V^\top`, the
         directions are the first ``rank`` rows of :math:`V^\top`, by decreasing singular value. The
-        centring and the SVD are done in float64 whatever the dtype of ``x``.
+        centring is done in ``x``'s own dtype (pass float64 for full precision), the SVD in float64.
 
     Args:
         x: (n, d) rows.
@@ -190,8 +190,9 @@ def principal_directions(x: np.ndarray, rank: int, *, fix_sign: bool = False) ->
     """
     if rank < 0:
         raise ConfigError(f"`rank` must be >= 0, got {rank}")
-    arr = np.asarray(x, dtype=np.float64)
-    _, _, vt = np.linalg.svd(arr - arr.mean(axis=0, keepdims=True), full_matrices=False)
+    arr = np.asarray(x)
+    centred = arr - arr.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
     comps = vt[:rank]
     if fix_sign:
         signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])
