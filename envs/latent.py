@@ -345,8 +345,10 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
     cfg = config or LatentClassConfig()
     no_pages = ranked_pages is None or len(ranked_pages) == 0
     # the deviations' directions B: the same for every restart
-    basis = (np.zeros((0, item_vecs.shape[1]), np.float32) if no_pages
-             else principal_directions(np.asarray(item_vecs, dtype=np.float64), cfg.deviation_rank).astype(np.float32))
+    vecs = np.asarray(item_vecs)  # float64 rows minus their own-dtype mean, as the basis has always been built
+    basis = (np.zeros((0, vecs.shape[1]), np.float32) if no_pages
+             else principal_directions(vecs.astype(np.float64), cfg.deviation_rank, centre=vecs.mean(axis=0))
+             .astype(np.float32))
     knots = search_cosine_knots(item_vecs, row_item, row_request, query, is_search, cfg.relevance_knots)
     best: tuple[LatentClasses, dict[str, Any]] | None = None
     evidence = []

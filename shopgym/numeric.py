@@ -168,17 +168,21 @@ def logistic_newton(
     return beta
 
 
-def principal_directions(x: np.ndarray, rank: int, *, fix_sign: bool = False) -> np.ndarray:
+def principal_directions(
+    x: np.ndarray, rank: int, *, centre: np.ndarray | None = None, fix_sign: bool = False
+) -> np.ndarray:
     r"""Top principal directions of the rows of ``x`` (PCA by a thin SVD of the centred rows).
 
     Note:
-        With :math:`\bar x` the column means and :math:`X - \mathbf 1 \bar x^\top = U S V^\top`, the
-        directions are the first ``rank`` rows of :math:`V^\top`, by decreasing singular value. The
-        centring is done in ``x``'s own dtype (pass float64 for full precision), the SVD in float64.
+        With :math:`\bar x` the centre (by default the column means) and
+        :math:`X - \mathbf 1 \bar x^\top = U S V^\top`, the directions are the first ``rank`` rows of
+        :math:`V^\top`, by decreasing singular value. The centring is done in the dtypes of ``x`` and
+        ``centre`` (pass float64 for full precision), the SVD in float64.
 
     Args:
         x: (n, d) rows.
         rank: how many directions, >= 0 (at most min(n, d) are returned; 0 gives a (0, d) array).
+        centre: (d,) the point subtracted from every row, or None for the column means of ``x``.
         fix_sign: flip each direction so that its largest-magnitude entry is positive (otherwise the
             sign is whatever the SVD returns).
 
@@ -191,7 +195,7 @@ def principal_directions(x: np.ndarray, rank: int, *, fix_sign: bool = False) ->
     if rank < 0:
         raise ConfigError(f"`rank` must be >= 0, got {rank}")
     arr = np.asarray(x)
-    centred = arr - arr.mean(axis=0, keepdims=True)
+    centred = arr - (arr.mean(axis=0) if centre is None else np.asarray(centre))
     _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
     comps = vt[:rank]
     if fix_sign:

@@ -139,6 +139,7 @@ def test_principal_directions_recover_a_planted_direction() -> None:
     np.testing.assert_allclose(comps @ comps.T, np.eye(2), atol=1e-12)
     assert abs(comps[0] @ direction) > 0.999
     np.testing.assert_allclose(np.abs(principal_directions(x - 10.0, 2)), np.abs(comps), atol=1e-9)  # no shift
+    np.testing.assert_allclose(principal_directions(x - x.mean(axis=0), 2, centre=np.zeros(3)), comps, atol=1e-12)
 
 
 def test_principal_directions_sign_and_rank_cap() -> None:

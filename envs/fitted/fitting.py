@@ -148,7 +148,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     n_users = len(user_index)
     net = _Net(space.dim, cfg.hidden, space.n_items, n_positions, rank, n_users)
     with torch.no_grad():
-        directions = principal_directions(np.asarray(space.item_vecs, dtype=np.float64), rank)
+        vecs = space.item_vecs  # float64 rows minus their float32 mean, as the model has always been fitted
+        directions = principal_directions(vecs.astype(np.float64), rank, centre=vecs.mean(axis=0))
         net.projection.copy_(torch.from_numpy(directions.T.astype(np.float32)))
     theta_ips = examination_from_propensities(train) if train.has_propensities else None
     if theta_ips is not None:
