@@ -32,7 +32,7 @@ from agents.base import Feedback, Ranking, RankingContext, RankingPolicy
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError
-from shopgym.numeric import topk
+from shopgym.numeric import topk, uniform_rankings
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -128,7 +128,7 @@ class ToyRankingProblem:
             known_users: whether ``user_ids`` are filled (else -1: cold users, profiles still given).
         """
         users = rng.integers(0, self.n_users, batch)
-        candidates = np.argsort(rng.random((batch, self.n_items)), axis=1)[:, : self.n_candidates].astype(np.int64)
+        candidates = uniform_rankings(rng, batch, self.n_items, self.n_candidates)
         hist = (np.full((batch, self.history_len), -1, dtype=np.int64) if history is None
                 else np.asarray(history, dtype=np.int64)[users])
         return RankingContext(
@@ -163,7 +163,7 @@ class ToyRankingProblem:
             history: (n_users, H) int64 each user's last H clicked items (catalog indices, -1 padded).
         """
         ctx = self.sample_context(rng, n_requests)
-        slots = np.argsort(rng.random((n_requests, self.n_candidates)), axis=1)[:, :k]
+        slots = uniform_rankings(rng, n_requests, self.n_candidates, k)
         fb = self.feedback(ctx, Ranking(slots, np.full(slots.shape, 1.0 / self.n_candidates), np.ones(n_requests)),
                            rng)
         items = np.take_along_axis(ctx.candidates, slots, axis=1)

@@ -11,12 +11,15 @@ samplers, of the random generator's state).
 
 from __future__ import annotations
 
+from math import lgamma
+
 import numpy as np
 from scipy.special import expit
 
 from shopgym.errors import ConfigError
 
-__all__ = ["logistic_newton", "plackett_luce_log_prob", "plackett_luce_sample", "principal_directions", "topk"]
+__all__ = ["logistic_newton", "plackett_luce_log_prob", "plackett_luce_sample", "principal_directions", "topk",
+           "uniform_rankings", "uniform_ranking_probability"]
 
 
 def topk(scores: np.ndarray, k: int) -> np.ndarray:
@@ -54,6 +57,31 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
         order = np.argsort(np.take_along_axis(neg, cols, axis=1), axis=1, kind="stable")
         out = np.take_along_axis(cols, order, axis=1)
     return out.astype(np.int64, copy=False).reshape(*lead, k)
+
+
+def uniform_rankings(rng: np.random.Generator, b: int, n: int, k: int) -> np.ndarray:
+    """Uniformly random rankings: ``k`` distinct columns of ``n`` per row, in random order.
+
+    Draws ``rng.random((b, n))`` once and keeps the ``k`` columns with the smallest draws.
+
+    Args:
+        rng: the random generator.
+        b: number of rankings (rows).
+        n: number of columns to choose from, >= k.
+        k: ranking length.
+
+    Returns:
+        (b, k) int64 column indices.
+    """
+    return np.argsort(rng.random((b, n)), axis=1)[:, :k].astype(np.int64)
+
+
+def uniform_ranking_probability(n: int, k: int) -> float:
+    r"""Probability of one given ranking of ``k`` of ``n`` items under uniform sampling, :math:`(n-k)!/n!`.
+
+    Computed as :math:`\exp(\log\Gamma(n-k+1) - \log\Gamma(n+1))`, finite for large ``n``.
+    """
+    return float(np.exp(lgamma(n - k + 1) - lgamma(n + 1)))
 
 
 def plackett_luce_sample(

@@ -9,7 +9,15 @@ import pytest
 from scipy.special import expit, softmax
 
 from shopgym.errors import ConfigError
-from shopgym.numeric import logistic_newton, plackett_luce_log_prob, plackett_luce_sample, principal_directions, topk
+from shopgym.numeric import (
+    logistic_newton,
+    plackett_luce_log_prob,
+    plackett_luce_sample,
+    principal_directions,
+    topk,
+    uniform_ranking_probability,
+    uniform_rankings,
+)
 
 
 # ---------------------------------------------------------------------------------------------------- topk
@@ -96,6 +104,20 @@ def test_plackett_luce_sample_is_gumbel_top_k_of_one_draw() -> None:
     many = plackett_luce_sample(np.random.default_rng(7), logits[:, None, :], 4, size=(3, 5, 10))
     assert many.shape == (3, 5, 4)
     assert all(len(set(row)) == 4 for row in many.reshape(-1, 4))
+
+
+def test_uniform_rankings_are_distinct_and_uniform() -> None:
+    rng = np.random.default_rng(3)
+    draws = uniform_rankings(rng, 30_000, 4, 2)
+    assert draws.shape == (30_000, 2) and draws.dtype == np.int64
+    assert (draws[:, 0] != draws[:, 1]).all()
+    p = uniform_ranking_probability(4, 2)
+    assert p == pytest.approx(1 / 12)
+    for perm in itertools.permutations(range(4), 2):
+        freq = float((draws == perm).all(axis=1).mean())
+        assert abs(freq - p) < 4 * np.sqrt(p * (1 - p) / len(draws))
+    assert uniform_ranking_probability(5, 5) == pytest.approx(1 / 120)
+    assert 0.0 < uniform_ranking_probability(10_000, 10) < 1e-39  # (n-k)!/n! without overflow
 
 
 # ---------------------------------------------------------------------------------------------------- Newton logistic
