@@ -12,7 +12,6 @@ from agents._checks import check_int
 from agents.base import PolicyInputError
 
 
-# ---------------------------------------------------------------------- Plackett-Luce over rankings
 def encode_ranking(ranking: torch.Tensor, n_candidates: int) -> torch.Tensor:
     """(B, N) float32 env action that shows ``ranking`` (B, K) under top-K (see the module note)."""
     b, k = ranking.shape

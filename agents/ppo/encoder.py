@@ -20,8 +20,6 @@ from shopgym.errors import ConfigError
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-
-
 # ---------------------------------------------------------------------- observation layout
 @dataclass(frozen=True)
 class ObsLayout:
