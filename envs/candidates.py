@@ -168,5 +168,9 @@ def _neighbours(item_vecs: np.ndarray, co: sp.csr_matrix | None, k: int) -> np.n
         if co is not None:
             score = score + 10.0 * np.log1p(co[start:stop].toarray())
         score[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-        out[start:stop] = topk(score, k)
+        # not numeric.topk: ties inside and at the edge of the top k keep the partition's order, so the
+        # neighbour lists (and every simulation drawn from them) stay as they were
+        part = np.argpartition(-score, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(score, part, axis=1), axis=1, kind="stable")
+        out[start:stop] = np.take_along_axis(part, order, axis=1)
     return out
