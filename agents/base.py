@@ -20,6 +20,7 @@ import numpy as np
 from envs.interface import Feedback, PolicyInputError, Ranking, RankingContext
 from shopgym.data.io import atomic_write
 from shopgym.errors import ConfigError
+from shopgym.numeric import topk
 
 __all__ = ["Feedback", "PolicyInputError", "Ranking", "RankingContext", "RankingPolicy", "deterministic_topk",
            "load_policy"]
@@ -34,10 +35,7 @@ def deterministic_topk(scores: np.ndarray, k: int) -> Ranking:
         bad = np.argwhere(~np.isfinite(scores))[0]
         raise PolicyInputError(f"scores must be finite; got {scores[tuple(bad)]} at (request {bad[0]}, "
                                f"candidate {bad[1]})")
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (b, 1))
-    order = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
-    slots = np.take_along_axis(part, order, axis=1)
-    return Ranking(slots.astype(np.int64), np.ones((b, k)), np.ones(b))
+    return Ranking(topk(scores, k), np.ones((b, k)), np.ones(b))
 
 
 class RankingPolicy(ABC):

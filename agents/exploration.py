@@ -17,26 +17,16 @@ probability :math:`(N-K)!/N!`. Mixing it with a greedy ranking :math:`\sigma^g` 
 
 from __future__ import annotations
 
-from math import lgamma
-
 import numpy as np
 
 from agents.base import Ranking, deterministic_topk
-
-
-def uniform_slate_probability(n: int, k: int) -> float:
-    r""":math:`(N-K)!/N!`, the probability of one given ranking of ``k`` of ``n`` items under uniform sampling."""
-    return float(np.exp(lgamma(n - k + 1) - lgamma(n + 1)))
-
-
-def uniform_slots(rng: np.random.Generator, b: int, n: int, k: int) -> np.ndarray:
-    """(b, k) int64 uniformly random rankings: ``k`` distinct columns of ``n`` per row, in random order."""
-    return np.argsort(rng.random((b, n)), axis=1)[:, :k].astype(np.int64)
+from shopgym.numeric import uniform_ranking_probability, uniform_rankings
 
 
 def uniform_ranking(rng: np.random.Generator, b: int, n: int, k: int) -> Ranking:
     """Uniformly random rankings with their exact propensities (1/N per slot, (N-K)!/N! per slate)."""
-    return Ranking(uniform_slots(rng, b, n, k), np.full((b, k), 1.0 / n), np.full(b, uniform_slate_probability(n, k)))
+    slate = uniform_ranking_probability(n, k)
+    return Ranking(uniform_rankings(rng, b, n, k), np.full((b, k), 1.0 / n), np.full(b, slate))
 
 
 def epsilon_greedy_ranking(scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator) -> Ranking:
@@ -56,10 +46,10 @@ def epsilon_greedy_ranking(scores: np.ndarray, k: int, epsilon: float, rng: np.r
     if epsilon <= 0.0:
         return Ranking(greedy, np.ones((b, k)), np.ones(b))
     explore = np.asarray(rng.random(b) < epsilon)
-    random_slots = uniform_slots(rng, b, n, k)
+    random_slots = uniform_rankings(rng, b, n, k)
     slots = np.where(explore[:, None], random_slots, greedy)
     propensity = np.where(slots == greedy, 1.0 - epsilon, 0.0) + epsilon / n
-    slate = np.where((slots == greedy).all(axis=1), 1.0 - epsilon, 0.0) + epsilon * uniform_slate_probability(n, k)
+    slate = np.where((slots == greedy).all(axis=1), 1.0 - epsilon, 0.0) + epsilon * uniform_ranking_probability(n, k)
     return Ranking(slots, propensity, slate)
 
 

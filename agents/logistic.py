@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.special import expit
 
 from agents._checks import (
     check_bool,
@@ -40,10 +41,6 @@ from agents.features import BLOCKS, CandidateFeatures, slot_credit
 from shopgym.errors import ConfigError
 
 BINARY_TARGETS: tuple[str, ...] = ("click", "cart", "purchase")
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 class OnlineLogisticRanker(RankingPolicy):
@@ -127,7 +124,7 @@ class OnlineLogisticRanker(RankingPolicy):
     def _step(self, xs: np.ndarray, clicked: np.ndarray, exam: np.ndarray) -> None:
         """One step on the mean gradient of a minibatch: features (m, p), clicks (m,), examination (m,)."""
         assert self.weights is not None and self.grad_sq is not None
-        sig = _sigmoid(xs @ self.weights)
+        sig = expit(xs @ self.weights)
         miss = exam * sig * (1.0 - sig) / np.maximum(1.0 - exam * sig, 1e-6)
         coef = -clicked * (1.0 - sig) + (1.0 - clicked) * miss
         grad = coef @ xs / len(xs) + self.l2 * self.weights

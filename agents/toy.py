@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from agents._checks import check_float, check_int
 from agents.base import Feedback, Ranking, RankingContext, RankingPolicy
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError
+from shopgym.numeric import topk, uniform_rankings
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -96,7 +98,7 @@ class ToyRankingProblem:
         v = self.item_vecs[items].astype(np.float64)
         logit = (self.bias + self.affinity * np.einsum("bd,bmd->bm", u * self.weights, v)
                  + self.quality * (v @ self.phi))
-        return 1.0 / (1.0 + np.exp(-logit))
+        return expit(logit)
 
     def expected_reward(self, ctx: RankingContext, slots: np.ndarray) -> np.ndarray:
         """(B,) float64 expected clicks of showing ``slots`` (B, K) (column indices into the candidates)."""
@@ -106,7 +108,7 @@ class ToyRankingProblem:
     def oracle_slots(self, ctx: RankingContext, k: int) -> np.ndarray:
         """(B, k) int64 the best ranking: candidates by decreasing attractiveness."""
         alpha = self.attractiveness(ctx.user_ids, ctx.candidates)
-        return np.argsort(-alpha, axis=1, kind="stable")[:, :k].astype(np.int64)
+        return topk(alpha, k)
 
     def regret(self, ctx: RankingContext, slots: np.ndarray) -> np.ndarray:
         """(B,) float64 expected reward of the oracle minus that of ``slots`` (B, K)."""
@@ -126,7 +128,7 @@ class ToyRankingProblem:
             known_users: whether ``user_ids`` are filled (else -1: cold users, profiles still given).
         """
         users = rng.integers(0, self.n_users, batch)
-        candidates = np.argsort(rng.random((batch, self.n_items)), axis=1)[:, : self.n_candidates].astype(np.int64)
+        candidates = uniform_rankings(rng, batch, self.n_items, self.n_candidates)
         hist = (np.full((batch, self.history_len), -1, dtype=np.int64) if history is None
                 else np.asarray(history, dtype=np.int64)[users])
         return RankingContext(
@@ -139,11 +141,6 @@ class ToyRankingProblem:
             history=hist,
             extra=np.zeros((batch, self.n_candidates, 0), dtype=np.float32),
         )
-
-    def context_for(self, ctx: RankingContext, users: np.ndarray) -> RankingContext:
-        """``ctx`` with its true users restored (for :meth:`attractiveness` when ``known_users`` was False)."""
-        return RankingContext(ctx.user, ctx.query, ctx.is_search, ctx.candidates, ctx.candidate_vecs,
-                              np.asarray(users, dtype=np.int64), ctx.history, ctx.extra)
 
     def feedback(self, ctx: RankingContext, ranking: Ranking, rng: np.random.Generator) -> Feedback:
         """Clicks drawn from the position-based model; reward = clicks (no carts or purchases)."""
@@ -166,7 +163,7 @@ class ToyRankingProblem:
             history: (n_users, H) int64 each user's last H clicked items (catalog indices, -1 padded).
         """
         ctx = self.sample_context(rng, n_requests)
-        slots = np.argsort(rng.random((n_requests, self.n_candidates)), axis=1)[:, :k]
+        slots = uniform_rankings(rng, n_requests, self.n_candidates, k)
         fb = self.feedback(ctx, Ranking(slots, np.full(slots.shape, 1.0 / self.n_candidates), np.ones(n_requests)),
                            rng)
         items = np.take_along_axis(ctx.candidates, slots, axis=1)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import expit, softmax
 
 from envs.fitted import ResponseModel, page_features
 from envs.space import ItemSpace
 from envs.synthetic import vocab
-from envs.synthetic.world import Intent, SyntheticWorld, sigmoid
+from envs.synthetic.world import Intent, SyntheticWorld
 from shopgym.errors import ConfigError
 
 
@@ -169,13 +169,13 @@ class SegmentReferenceBackend(TrueWorldBackend):
         items = np.repeat(shown, m, axis=0)  # (B*M, K)
         intent = sessions.intent.take(np.repeat(np.arange(b), m))
         logit = world.config.click_bias + world.taste_logit(peers, items)
-        search_attract = sigmoid(logit + world.intent_logit(items, intent))
+        search_attract = expit(logit + world.intent_logit(items, intent))
         category = vocab.GROUPS.index("category")
         category_taste = world.population.tastes[category][peers]  # (B*M, n_categories)
         pi = softmax(category_taste, axis=1)
         p_cat = np.take_along_axis(pi, world.catalog.values[items, category], axis=1)
         bonus = world.params.browse_intent_bonus
-        browse_attract = p_cat * sigmoid(logit + bonus) + (1.0 - p_cat) * sigmoid(logit)
+        browse_attract = p_cat * expit(logit + bonus) + (1.0 - p_cat) * expit(logit)
         attract = np.where(intent.is_search[:, None], search_attract, browse_attract)
         cart, buy = world.conversion(peers, items)
         out = np.stack([attract, cart, buy], axis=2).reshape(b, m, k, 3)

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from envs.space import ItemSpace, UserTable
 from shopgym.errors import ConfigError
+from shopgym.numeric import topk
 
 SOURCES = ("popular", "cf", "query", "random", "cold")
 
@@ -65,10 +66,10 @@ class CandidateGenerator:
         n = space.n_items
         pool = min(cfg.pool_size, n)
         self.n_items = n
-        self.popular = np.argsort(-users.popularity, kind="stable")[:pool]
+        self.popular = topk(users.popularity[None, :], pool)[0]
         if len(space.query_texts):
             sims = space.query_vecs @ space.item_vecs.T
-            self.query_pools = np.argsort(-sims, axis=1, kind="stable")[:, :pool]
+            self.query_pools = topk(sims, pool)
         else:
             self.query_pools = np.zeros((0, pool), dtype=np.int64)
         self.neighbours = _neighbours(space.item_vecs, co_engagement, min(cfg.neighbours, n - 1))
@@ -167,6 +168,8 @@ def _neighbours(item_vecs: np.ndarray, co: sp.csr_matrix | None, k: int) -> np.n
         if co is not None:
             score = score + 10.0 * np.log1p(co[start:stop].toarray())
         score[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+        # not numeric.topk: ties inside and at the edge of the top k keep the partition's order, so the
+        # neighbour lists (and every simulation drawn from them) stay as they were
         part = np.argpartition(-score, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(score, part, axis=1), axis=1, kind="stable")
         out[start:stop] = np.take_along_axis(part, order, axis=1)

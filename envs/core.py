@@ -22,6 +22,7 @@ from envs.reward import RewardWeights
 from envs.space import ItemSpace, UserTable
 from envs.synthetic.world import SyntheticWorld
 from shopgym.errors import ConfigError, ShopgymError
+from shopgym.numeric import plackett_luce_log_prob, plackett_luce_sample, topk
 
 #: per-candidate extra features in observations and contexts: shown earlier in the session, popularity
 EXTRA_FEATURES = ("shown_before", "popularity")
@@ -238,9 +239,10 @@ class Simulator:
                 raise InvalidActionError("action scores must be finite; got NaN or inf "
                                          f"at candidate {int(np.argwhere(~np.isfinite(action))[0][1])}")
             if cfg.ranking_mode == "plackett_luce":
-                return plackett_luce_sample(rng, action / cfg.temperature, cfg.slate_size)
-            order = np.lexsort((np.broadcast_to(np.arange(cfg.n_candidates), action.shape), -action), axis=1)
-            return order[:, :cfg.slate_size], np.ones(b)
+                logits = action / cfg.temperature
+                slots = plackett_luce_sample(rng, logits, cfg.slate_size)
+                return slots, np.exp(plackett_luce_log_prob(logits, slots))
+            return topk(action, cfg.slate_size), np.ones(b)
         if action.ndim != 2 or action.shape[1] != cfg.slate_size:
             raise InvalidActionError(f"a ranking action lists {cfg.slate_size} candidate indices: shape "
                                      f"(B, {cfg.slate_size}), got {action.shape}")
@@ -371,30 +373,6 @@ class Simulator:
         out[:, start + n * d:] = self.extra_features(state).reshape(b, -1)
         np.clip(out[:, :2 * d], -1.0, 1.0, out=out[:, :2 * d])  # float rounding of unit vectors
         return out
-
-
-def plackett_luce_sample(rng: np.random.Generator, logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    r"""Sample rankings of ``k`` from Plackett-Luce(logits) (B, N) by Gumbel top-k; return slots and probability.
-
-    .. math:: P(\sigma) = \prod_{j=1}^{k} \frac{e^{s_{\sigma_j}}}{\sum_{l \notin \sigma_{<j}} e^{s_l}}
-    """
-    keys = logits + rng.gumbel(size=logits.shape)
-    slots = np.argsort(-keys, axis=1, kind="stable")[:, :k]
-    return slots, np.exp(plackett_luce_log_prob(logits, slots))
-
-
-def plackett_luce_log_prob(logits: np.ndarray, slots: np.ndarray) -> np.ndarray:
-    """(B,) log-probability of the rankings ``slots`` (B, k) under Plackett-Luce(logits (B, N))."""
-    rows = np.arange(len(logits))
-    available = np.ones(logits.shape, dtype=bool)
-    total = np.zeros(len(logits))
-    for j in range(slots.shape[1]):  # k slots; vectorised over the batch
-        masked = np.where(available, logits, -np.inf)
-        top = masked.max(axis=1, keepdims=True)
-        lse = top[:, 0] + np.log(np.exp(masked - top).sum(axis=1))
-        total += logits[rows, slots[:, j]] - lse
-        available[rows, slots[:, j]] = False
-    return total
 
 
 def intra_list_diversity(vecs: np.ndarray) -> np.ndarray:

@@ -78,6 +78,7 @@ from tqdm.auto import tqdm
 
 from encoders.base import l2_normalize
 from shopgym.checks import check_float, check_int
+from shopgym.numeric import principal_directions
 
 
 @dataclass(frozen=True)
@@ -231,13 +232,6 @@ class LatentClasses(nn.Module):
         return (torch.sigmoid(logits) * posterior).sum(-1).double().numpy()
 
 
-def principal_directions(x: np.ndarray, rank: int) -> np.ndarray:
-    """(min(rank, d, n), d) float32: the top principal directions of the rows of ``x`` (n, d), one per row."""
-    centred = x.astype(np.float64) - x.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return vt[:rank].astype(np.float32)
-
-
 def search_cosine_knots(item_vecs: np.ndarray, row_item: np.ndarray, row_request: np.ndarray, query: np.ndarray,
                         is_search: np.ndarray, n_knots: int) -> np.ndarray:
     """(k,) float32 ascending knots of the query-relevance curve: distinct quantiles of the search rows' cosines.
@@ -351,8 +345,10 @@ def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np
     cfg = config or LatentClassConfig()
     no_pages = ranked_pages is None or len(ranked_pages) == 0
     # the deviations' directions B: the same for every restart
-    basis = (np.zeros((0, item_vecs.shape[1]), np.float32) if no_pages
-             else principal_directions(np.asarray(item_vecs), cfg.deviation_rank))
+    vecs = np.asarray(item_vecs)  # float64 rows minus their own-dtype mean, as the basis has always been built
+    basis = (np.zeros((0, vecs.shape[1]), np.float32) if no_pages
+             else principal_directions(vecs.astype(np.float64), cfg.deviation_rank, centre=vecs.mean(axis=0))
+             .astype(np.float32))
     knots = search_cosine_knots(item_vecs, row_item, row_request, query, is_search, cfg.relevance_knots)
     best: tuple[LatentClasses, dict[str, Any]] | None = None
     evidence = []

@@ -18,6 +18,7 @@ from encoders.profiles import BehaviourWeights, ProfileState
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError
+from shopgym.numeric import principal_directions
 
 #: items of a user's history kept in the user table (newest last)
 HISTORY_LENGTH = 20
@@ -113,7 +114,7 @@ class ItemSpace:
         if dim is not None:
             if not 1 <= dim <= item_vecs.shape[1]:
                 raise ConfigError(f"`dim` must be in [1, {item_vecs.shape[1]}] (the encoder's dim), got {dim}")
-            projection = _pca(item_vecs, dim)
+            projection = principal_directions(item_vecs, dim, fix_sign=True).T.astype(np.float32)
             item_vecs = l2_normalize(item_vecs @ projection).astype(np.float32)
             query_vecs = l2_normalize(query_vecs @ projection).astype(np.float32)
         return cls(pd.Index(items[S.ITEM_ID]), item_vecs, texts, query_vecs, projection)
@@ -139,15 +140,6 @@ def attribute_blocks(items: pd.DataFrame, queries: np.ndarray) -> tuple[np.ndarr
             hits = [k for k, q in enumerate(padded) if needle in q]
             query_attrs[hits, column.offset + j] = 1.0
     return item_attrs, l2_normalize(query_attrs).astype(np.float32)
-
-
-def _pca(x: np.ndarray, dim: int) -> np.ndarray:
-    """(d_in, dim) top principal directions of ``x`` (deterministic sign: largest entry positive)."""
-    centred = x - x.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
-    comps = vt[:dim]
-    signs = np.sign(comps[np.arange(dim), np.abs(comps).argmax(axis=1)])
-    return (comps * signs[:, None]).T.astype(np.float32)
 
 
 @dataclass(frozen=True)

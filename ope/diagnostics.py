@@ -34,7 +34,8 @@ from ope.errors import (
 )
 from ope.estimators import at_logged_position, check_action_dist, prepare_bandit_inputs
 
-__all__ = ["DiagnosticThresholds", "WeightDiagnostics", "diagnose", "diagnose_slate", "weight_diagnostics"]
+__all__ = ["DiagnosticThresholds", "WeightDiagnostics", "diagnose", "diagnose_slate", "mean_weight_check",
+           "weight_diagnostics"]
 
 SupportMethod = Literal["exact", "empirical", "unavailable"]
 
@@ -88,6 +89,12 @@ class WeightDiagnostics:
     support_method: SupportMethod
     messages: tuple[str, ...] = field(default=())
     weights_label: str = "w"
+
+    @classmethod
+    def unavailable(cls, n_rounds: int, label: str) -> WeightDiagnostics:
+        """Diagnostics of ``n_rounds`` rounds whose weights cannot be formed (every number NaN)."""
+        nan = float("nan")
+        return cls(n_rounds, nan, nan, nan, nan, nan, nan, "unavailable", (), label)
 
     def to_dict(self) -> dict[str, float | int | str | list[str]]:
         """Plain-JSON form."""
@@ -267,5 +274,44 @@ def diagnose_slate(
         per_slot = [weight_diagnostics(w[:, k], thresholds=thresholds, warn=False) for k in range(w.shape[1])]
         worst = int(np.argmin([d.ess for d in per_slot]))
         return weight_diagnostics(w[:, worst], thresholds=thresholds, warn=warn, label=f"marginal (slot {worst})")
-    nan = float("nan")
-    return WeightDiagnostics(log.n_rounds, nan, nan, nan, nan, nan, nan, "unavailable", (), "none")
+    return WeightDiagnostics.unavailable(log.n_rounds, "none")
+
+
+def mean_weight_check(weights: np.ndarray, *, z: float = 3.0, tolerance: float = 0.05) -> str | None:
+    r"""A message when the mean per-slot importance weight is significantly and materially away from 1.
+
+    Note:
+        .. math:: \mathbb{E}_{\pi_b}[w_k] = \sum_{a:\ \pi_b(a\text{ at }k) > 0} \pi_e(a\text{ at }k) \le 1,
+
+        with equality when the logging policy can show everything the evaluated policy shows. The mean
+        over requests of :math:`\bar w_i = \frac1K\sum_k w_{ik}` estimates it with standard error
+        :math:`\mathrm{sd}(\bar w_i)/\sqrt n`. Below 1, about :math:`1 - \bar w` of the evaluated
+        policy's mass is never logged (IPS-type estimates are biased towards 0 by that share, DM and
+        DR extrapolate); above 1, the evaluated policy's probabilities are not on the logging
+        policy's action space (e.g. it chooses among fewer candidates than the logging policy did).
+
+    Args:
+        weights: (n, K) per-slot weights (NaN at unlogged slots).
+        z: how many standard errors away from 1 count as significant.
+        tolerance: smallest distance from 1 worth a message.
+
+    Returns:
+        The message, or None.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    per_request = np.nanmean(w, axis=1)
+    n = per_request.shape[0]
+    m = float(per_request.mean())
+    se = float(per_request.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+    if abs(m - 1.0) <= max(z * se, tolerance):
+        return None
+    if m < 1.0:
+        return (f"per-slot weights average {m:.3g} (SE {se:.2g}), well below 1, their mean when the logging policy "
+                f"can show everything the evaluated policy shows: about {1 - m:.0%} of the evaluated policy's "
+                "probability mass falls on (item, slot) pairs the logging policy never shows. IPS-type estimates "
+                "are biased towards 0 by about that share; DM and the DR family extrapolate there with the reward "
+                "model")
+    return (f"per-slot weights average {m:.3g} (SE {se:.2g}), well above 1, which is impossible when both policies "
+            "choose from the same candidates: the evaluated policy's probabilities are not comparable with the "
+            "logged propensities (e.g. it chooses among fewer candidates than the logging policy did), and every "
+            "propensity-weighted estimate is biased")

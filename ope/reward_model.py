@@ -24,14 +24,17 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
+from scipy.special import expit
 
 from ope._blas import single_threaded_blas
 from ope.checks import check_scalar
 from ope.data import BanditLog
 from ope.errors import OPEInputError
+from shopgym.numeric import logistic_newton
 
 __all__ = [
     "CellMeanModel", "LinearRewardModel", "RewardModel", "cross_fit_q_hat", "default_reward_model", "fit_glm",
+    "fold_assignment", "standardiser",
 ]
 
 
@@ -50,6 +53,29 @@ class RewardModel(Protocol):
             (p, n_actions) float64, or (p, n_actions, n_positions) when the log has positions.
         """
         ...
+
+
+def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means (p,) and standard deviations (p,) of ``x`` (m, p), with 1 for constant columns.
+
+    ``(x - mean) / scale`` then has mean 0 and unit spread in every non-constant column.
+    """
+    sd = x.std(axis=0)
+    return x.mean(axis=0), np.where(sd > 0, sd, 1.0)
+
+
+def fold_assignment(n: int, n_folds: int, seed: int | None) -> np.ndarray:
+    """(n,) int64 fold of each round for cross-fitting: a seeded random permutation modulo ``n_folds``.
+
+    Every fold gets ``n // n_folds`` or one more rounds; with one fold every round is in fold 0.
+
+    Raises:
+        OPEInputError: ``n_folds`` is not an int in [1, n].
+    """
+    check_scalar(n_folds, "n_folds", int, min_val=1, max_val=n)
+    if n_folds == 1:
+        return np.zeros(n, dtype=np.int64)
+    return np.asarray(np.random.default_rng(seed).permutation(n) % n_folds, dtype=np.int64)
 
 
 def _q_shape(log: BanditLog, n_rows: int) -> tuple[int, ...]:
@@ -108,10 +134,6 @@ class CellMeanModel:
         return np.broadcast_to(q, (len(test), n_a, k)).copy()
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
 @dataclass(frozen=True)
 class LinearRewardModel:
     r"""Ridge or L2-regularised logistic regression on context, action and position features.
@@ -163,9 +185,8 @@ class LinearRewardModel:
         if self.one_hot_actions:
             parts.append(np.eye(log.n_actions))
         if self.use_action_context and log.action_context is not None:
-            ac = log.action_context
-            sd = ac.std(axis=0)
-            parts.append((ac - ac.mean(axis=0)) / np.where(sd > 0, sd, 1.0))
+            mean, scale = standardiser(log.action_context)
+            parts.append((log.action_context - mean) / scale)
         if not parts:
             raise OPEInputError(
                 "`one_hot_actions`/`use_action_context`: LinearRewardModel needs action features; "
@@ -185,8 +206,7 @@ class LinearRewardModel:
         n_pos = int(log.n_positions or 0)
         if log.context is not None:
             ctx_train = log.context[train]
-            mean, sd = ctx_train.mean(axis=0), ctx_train.std(axis=0)
-            sd = np.where(sd > 0, sd, 1.0)
+            mean, sd = standardiser(ctx_train)
             xs_train = (ctx_train - mean) / sd
             xs_test = (log.context[test] - mean) / sd
         else:
@@ -215,7 +235,7 @@ class LinearRewardModel:
             score = score + (xs_test @ b_mat) @ phi.T
         if n_pos:
             score = score[:, :, None] + beta_k[None, None, :]
-        return _sigmoid(score) if self.link == "logistic" else score
+        return expit(score) if self.link == "logistic" else score
 
     def _solve(self, design: np.ndarray, y: np.ndarray) -> np.ndarray:
         return fit_glm(design, y, l2=self.l2, link=self.link, max_iter=self.max_iter, tol=self.tol)
@@ -256,20 +276,10 @@ def fit_glm(
         gram = design.T @ design
         gram[np.diag_indices(p)] += penalty
         return np.linalg.solve(gram, design.T @ y)
-    beta = np.zeros(p)
+    init = np.zeros(p)
     mean = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-    beta[0] = np.log(mean / (1 - mean))
-    for _ in range(max_iter):
-        prob = _sigmoid(design @ beta)
-        grad = design.T @ (prob - y) + penalty * beta
-        root = design * np.sqrt(prob * (1 - prob))[:, None]
-        hess = root.T @ root  # symmetric product: BLAS syrk, several times faster than a general gemm
-        hess[np.diag_indices(p)] += penalty + 1e-10
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if np.max(np.abs(step)) < tol:
-            break
-    return beta
+    init[0] = np.log(mean / (1 - mean))
+    return logistic_newton(design, y, penalty, init=init, max_iter=max_iter, tol=tol, jitter=1e-10)
 
 
 def default_reward_model(log: BanditLog) -> LinearRewardModel:
@@ -310,13 +320,12 @@ def cross_fit_q_hat(
     """
     model = model if model is not None else default_reward_model(log)
     n = log.n_rounds
-    check_scalar(n_folds, "n_folds", int, min_val=1, max_val=n)
+    fold_of = fold_assignment(n, n_folds, seed)
     rows = np.arange(n)
     q = np.empty(_q_shape(log, n))
     if n_folds == 1:
         folds = [(rows, rows)]
     else:
-        fold_of = np.random.default_rng(seed).permutation(n) % n_folds
         folds = [(rows[fold_of != f], rows[fold_of == f]) for f in range(n_folds)]
     for train, test in folds:
         with single_threaded_blas():

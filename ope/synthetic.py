@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from scipy.special import expit, softmax
 
 from ope.checks import check_scalar
 from ope.data import BanditLog, SlateLog, SlateTarget
@@ -50,11 +51,6 @@ class BanditSample:
     expected_reward: np.ndarray
     true_value: float
     context_index: np.ndarray
-
-
-def _softmax_rows(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -105,7 +101,7 @@ class SyntheticBandit:
         theta = rng.normal(scale=1 / np.sqrt(self.dim_context), size=(self.dim_context, self.n_actions))
         bias = rng.normal(-1.0, 0.5, size=self.n_actions)
         object.__setattr__(self, "_contexts", x)
-        object.__setattr__(self, "_mu", 1.0 / (1.0 + np.exp(-(x @ theta + bias))))
+        object.__setattr__(self, "_mu", expit(x @ theta + bias))
 
     def _logits(self) -> np.ndarray:
         return np.log(self._mu / (1 - self._mu))
@@ -118,13 +114,13 @@ class SyntheticBandit:
     @property
     def true_value(self) -> float:
         """Exact value of the evaluation policy."""
-        pe = _softmax_rows(self.target_beta * self._logits())
+        pe = softmax(self.target_beta * self._logits(), axis=1)
         return float((pe * self._mu).sum(axis=1).mean())
 
     @property
     def logging_value(self) -> float:
         """Exact value of the logging policy."""
-        pb = _softmax_rows(self.logging_beta * self._logits())
+        pb = softmax(self.logging_beta * self._logits(), axis=1)
         return float((pb * self._mu).sum(axis=1).mean())
 
     def sample(self, n_rounds: int, rng: np.random.Generator) -> BanditSample:
@@ -141,8 +137,8 @@ class SyntheticBandit:
         c = rng.integers(0, self.n_contexts, size=n_rounds)
         logits = self._logits()[c]
         mu = self._mu[c]
-        pb = _softmax_rows(self.logging_beta * logits)
-        pe = _softmax_rows(self.target_beta * logits)
+        pb = softmax(self.logging_beta * logits, axis=1)
+        pe = softmax(self.target_beta * logits, axis=1)
         action = (pb.cumsum(axis=1) > rng.random((n_rounds, 1))).argmax(axis=1)
         action = np.minimum(action, self.n_actions - 1)
         rows = np.arange(n_rounds)
@@ -221,7 +217,7 @@ class SyntheticSlates:
             )
         rng = np.random.default_rng(self.seed)
         logits = rng.normal(-1.5, 1.0, size=(self.n_contexts, self.n_actions))
-        object.__setattr__(self, "_mu", 1.0 / (1.0 + np.exp(-logits)))
+        object.__setattr__(self, "_mu", expit(logits))
         object.__setattr__(self, "_rankings", rankings)
 
     @property

@@ -7,11 +7,13 @@ Bandit estimators take ``action_dist`` (n_rounds, n_actions[, n_positions]); sla
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import softmax
 
 from ope.checks import as_array, check_finite, check_probabilities, check_scalar, check_shape, check_sums_to_one
 from ope.data import BanditLog, SlateLog, SlateTarget
 from ope.errors import OPEInputError
 from ope.estimators import prepare_bandit_inputs
+from shopgym.numeric import plackett_luce_log_prob, plackett_luce_sample
 
 __all__ = [
     "epsilon_greedy_action_dist",
@@ -46,10 +48,7 @@ def softmax_action_dist(scores: np.ndarray, temperature: float = 1.0) -> np.ndar
     s = as_array(scores, "scores", ndim=(2, 3))
     check_finite(s, "scores")
     check_scalar(temperature, "temperature", float, min_val=0.0, min_inclusive=False)
-    z = s / float(temperature)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return np.asarray(softmax(s / float(temperature), axis=1))
 
 
 def epsilon_greedy_action_dist(scores: np.ndarray, epsilon: float) -> np.ndarray:
@@ -117,13 +116,7 @@ def plackett_luce_prefix_prob(scores: np.ndarray, slate: np.ndarray) -> np.ndarr
     Returns:
         (n, K) float64: entry k is the probability that the first k+1 slots are ``slate[:, :k+1]``.
     """
-    z = scores - scores.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    picked = np.take_along_axis(e, slate, axis=1)  # (n, K)
-    remaining = e.sum(axis=1, keepdims=True) - np.concatenate(
-        [np.zeros((e.shape[0], 1)), np.cumsum(picked, axis=1)[:, :-1]], axis=1)
-    step = np.divide(picked, remaining, out=np.zeros_like(picked), where=remaining > 0)
-    return np.cumprod(np.clip(step, 0.0, 1.0), axis=1)
+    return np.exp(plackett_luce_log_prob(scores, slate, prefix=True))
 
 
 def sample_plackett_luce(
@@ -144,8 +137,7 @@ def sample_plackett_luce(
     check_finite(s, "scores")
     check_scalar(slate_size, "slate_size", int, min_val=1, max_val=s.shape[1])
     check_scalar(temperature, "temperature", float, min_val=0.0, min_inclusive=False)
-    g = s / float(temperature) + rng.gumbel(size=s.shape)
-    return np.argsort(-g, axis=1, kind="stable")[:, :slate_size].astype(np.int64)
+    return plackett_luce_sample(rng, s / float(temperature), slate_size)
 
 
 def slate_target_plackett_luce(
@@ -194,8 +186,7 @@ def slate_target_plackett_luce(
         rows_per_chunk = max(1, (1 << 22) // (n_marginal_samples * a))
         for start in range(0, n, rows_per_chunk):
             stop = min(n, start + rows_per_chunk)
-            g = z[start:stop, None, :] + rng.gumbel(size=(stop - start, n_marginal_samples, a))
-            top = np.argsort(-g, axis=2, kind="stable")[:, :, :k]  # (c, S, K)
+            top = plackett_luce_sample(rng, z[start:stop, None, :], k, size=(stop - start, n_marginal_samples, a))
             marginal[start:stop] = (top == log.slate[start:stop, None, :]).mean(axis=1)
         marginal[:, 0] = cascade[:, 0]  # the first slot's marginal is exact
         # a slot's marginal is at least the probability of the prefix ending there: lift MC zeros to it

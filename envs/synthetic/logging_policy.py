@@ -17,12 +17,12 @@ propensities matter more here because this world is the ground truth for off-pol
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import lgamma
 
 import numpy as np
 
 from envs.synthetic.world import Intent, SyntheticWorld
 from shopgym.errors import ConfigError
+from shopgym.numeric import topk, uniform_ranking_probability, uniform_rankings
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class EpsilonGreedyLoggingPolicy:
 
     def greedy(self, users: np.ndarray, candidates: np.ndarray, intent: Intent, k: int) -> np.ndarray:
         """(B, k) column indices of the greedy ranking (ties broken by column order)."""
-        return np.argsort(-self.scores(users, candidates, intent), axis=1, kind="stable")[:, :k]
+        return topk(self.scores(users, candidates, intent), k)
 
     def marginals(self, users: np.ndarray, candidates: np.ndarray, intent: Intent, k: int) -> np.ndarray:
         """(B, k, N) exact P(candidate n at slot j); each (b, j) row sums to 1."""
@@ -94,8 +94,7 @@ class EpsilonGreedyLoggingPolicy:
 
     def slate_probability(self, shown: np.ndarray, greedy: np.ndarray, n: int) -> np.ndarray:
         """(B,) exact probability of showing ``shown`` (B, K) given the greedy ranking (B, K) over N."""
-        k = shown.shape[1]
-        uniform = np.exp(lgamma(n - k + 1) - lgamma(n + 1))
+        uniform = uniform_ranking_probability(n, shown.shape[1])
         return np.where((shown == greedy).all(axis=1), 1.0 - self.epsilon, 0.0) + self.epsilon * uniform
 
     def sample(
@@ -107,7 +106,7 @@ class EpsilonGreedyLoggingPolicy:
             raise ConfigError(f"`k` must be in [1, {n}] (the number of candidates), got {k}")
         greedy = self.greedy(users, candidates, intent, k)
         explored = np.asarray(rng.random(b) < self.epsilon)
-        random_rank = np.argsort(rng.random((b, n)), axis=1)[:, :k]
+        random_rank = uniform_rankings(rng, b, n, k)
         slots = np.where(explored[:, None], random_rank, greedy)
         propensity = np.where(slots == greedy, 1.0 - self.epsilon, 0.0) + self.epsilon / n
         return LoggedSlates(slots, propensity, self.slate_probability(slots, greedy, n), explored)

@@ -1,8 +1,8 @@
-"""Attribute vocabularies of the synthetic shop and the rules that compose item titles and queries.
+"""Attribute vocabularies of the synthetic shop.
 
-Every item has one value per attribute group. Titles read like a shop's
-("women's navy linen tailored trousers - Northwind"), so text embeddings carry the signal the
-true response model uses.
+Every item has one value per attribute group. :mod:`envs.synthetic.world` composes titles that read
+like a shop's ("women's navy linen tailored trousers - Northwind") and search queries ("linen
+trousers") from these words, so text embeddings carry the signal the true response model uses.
 """
 
 from __future__ import annotations
@@ -75,12 +75,3 @@ GROUP_VALUES: Final[dict[str, tuple[str, ...]]] = {
     "brand_tier": BRAND_TIERS,
 }
 
-
-def compose_title(audience: str, colour: str, material: str, style: str, category: str, brand: str) -> str:
-    """Compose an item title, e.g. "women's navy linen tailored trousers - Northwind"."""
-    return f"{audience} {colour} {material} {style} {category} - {brand}"
-
-
-def compose_query(category: str, attribute: str | None) -> str:
-    """Compose a search query from a shopper's intent, e.g. "linen trousers" or "boots"."""
-    return category if attribute is None else f"{attribute} {category}"

@@ -29,10 +29,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from envs.reward import RewardWeights
 from envs.synthetic import vocab
 from shopgym.errors import ConfigError
+from shopgym.numeric import topk
 
 FloatArray = np.ndarray
 IntArray = np.ndarray
@@ -359,15 +361,15 @@ class SyntheticWorld:
     def attractiveness(self, users: IntArray, items: IntArray, intent: Intent) -> FloatArray:
         """(B, N) true P(click | examined) for each user-item pair."""
         logit = self.config.click_bias + self.taste_logit(users, items) + self.intent_logit(items, intent)
-        return sigmoid(logit)
+        return expit(logit)
 
     def conversion(self, users: IntArray, items: IntArray) -> tuple[FloatArray, FloatArray]:
         """True P(cart | click) and P(purchase | cart), each (B, N)."""
         p = self.params
         z = self.taste_logit(users, items)
         price_term = self.population.price_sensitivity[np.asarray(users)][:, None] * self.catalog.price_level[items]
-        cart = sigmoid(p.cart_intercept + p.cart_taste * z - p.cart_price * price_term)
-        purchase = sigmoid(p.purchase_intercept + p.purchase_taste * z - p.purchase_price * price_term)
+        cart = expit(p.cart_intercept + p.cart_taste * z - p.cart_price * price_term)
+        purchase = expit(p.purchase_intercept + p.purchase_taste * z - p.purchase_price * price_term)
         return cart, purchase
 
     def item_value(
@@ -413,7 +415,7 @@ class SyntheticWorld:
         value is optimal for one page.
         """
         value = self.item_value(users, candidates, intent, weights)
-        return np.argsort(-value, axis=1, kind="stable")[:, :k]
+        return topk(value, k)
 
     def continuation(
         self, users: IntArray, shown: IntArray, repeat_share: FloatArray, purchased: np.ndarray, intent: Intent
@@ -477,14 +479,6 @@ class SyntheticWorld:
         text = np.where(intent.attr_group >= 0, with_attr.to_numpy(dtype=object), categories)
         return np.where(intent.is_search, text, "").astype(str)
 
-    def candidate_logits(self, users: IntArray, intent: Intent) -> FloatArray:
-        """(B, n_items) log-weights of the world's candidate generator (retrieval stage).
-
-        Popular (high-quality) items of the user's main audience, and for searches items of the
-        query's category, are retrieved more often. Knows the user's audience, not their tastes.
-        """
-        return self._retrieval_logits[self._retrieval_group(users, intent)]
-
     def _retrieval_group(self, users: IntArray, intent: Intent) -> IntArray:
         """(B,) index of the retrieval distribution: main audience x (searched category, or none)."""
         main_audience = np.argmax(self.population.tastes[0][np.asarray(users)], axis=1)
@@ -533,8 +527,3 @@ class SyntheticWorld:
             keys = self._retrieval_logits[group[rows]] + rng.gumbel(size=(len(rows), self.catalog.n_items))
             out[rows] = np.argpartition(-keys, n - 1, axis=1)[:, :n]
         return out
-
-
-def sigmoid(x: FloatArray) -> FloatArray:
-    """Logistic function 1 / (1 + exp(-x)), elementwise (as tanh: no overflow warning)."""
-    return 0.5 * (1.0 + np.tanh(0.5 * x))

@@ -1,0 +1,374 @@
+"""Fitting the response model from logs: request arrays, the network, examination and continuation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from encoders.base import l2_normalize
+from encoders.profiles import BehaviourWeights
+from envs.fitted.config import FitConfig
+from envs.fitted.model import ResponseModel, _Net, items_digest, page_features
+from envs.latent import (
+    LatentClassConfig,
+    exposure_profiles,
+    fit_latent_classes,
+    logged_rankings,
+)
+from envs.space import ItemSpace
+from shopgym.checks import torch_threads
+from shopgym.data import LoggedData
+from shopgym.data import schema as S
+from shopgym.errors import ConfigError, DataFormatError
+from shopgym.numeric import logistic_newton, principal_directions
+
+SESSION_GAP_SECONDS = 30 * 60
+
+
+def _epoch_ns(timestamps: pd.Series) -> np.ndarray:
+    """(n,) int64 nanoseconds since the epoch of a UTC timestamp column."""
+    return timestamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Requests:
+    """Request-level arrays of a log (R requests), in time order."""
+
+    first_row: np.ndarray  # (R,) row of the request's first slot
+    row_request: np.ndarray  # (n_rows,) request index of each row
+    profile: np.ndarray  # (R, d) time-respecting profiles
+    query: np.ndarray  # (R, d)
+    is_search: np.ndarray  # (R,)
+
+
+def _request_arrays(logs: LoggedData, space: ItemSpace, item: np.ndarray,
+                    weights: BehaviourWeights) -> tuple[_Requests, np.ndarray]:
+    inter = logs.interactions
+    codes, request_ids = pd.factorize(inter[S.REQUEST_ID], sort=False)
+    n_req = len(request_ids)
+    first_row = np.full(n_req, len(inter), dtype=np.int64)
+    np.minimum.at(first_row, codes, np.arange(len(inter)))
+    ts = _epoch_ns(inter[S.TIMESTAMP])
+    req_time = ts[first_row]
+    dim = space.dim
+    profile_sum = np.zeros((n_req, dim))
+    cold = np.ones(n_req, dtype=bool)
+    if logs.has_users:
+        w = weights.of(inter[S.CLICKED].to_numpy(),
+                       inter[S.CARTED].to_numpy() if S.CARTED in inter else None,
+                       inter[S.PURCHASED].to_numpy() if S.PURCHASED in inter else None)
+        user_codes, _ = pd.factorize(inter[S.USER_ID])
+        engaged = np.flatnonzero(w > 0)
+        # time rank shared by engagements and requests (ties: an engagement at the request's own time is not "earlier")
+        e_key = user_codes[engaged].astype(np.int64), ts[engaged]
+        order = np.lexsort((e_key[1], e_key[0]))
+        e_user, e_time = e_key[0][order], e_key[1][order]
+        vec = space.item_vecs[item[engaged[order]]].astype(np.float64) * w[engaged[order]][:, None]
+        cum = np.vstack([np.zeros((1, dim)), np.cumsum(vec, axis=0)])
+        cum_w = np.r_[0.0, np.cumsum(w[engaged[order]])]
+        r_user = user_codes[first_row].astype(np.int64)
+        # position of (user, time) in the sorted engagements: count of engagements strictly before
+        both_user = np.r_[e_user, r_user]
+        both_time = np.r_[e_time, req_time]
+        is_req = np.r_[np.zeros(len(e_user), bool), np.ones(n_req, bool)]
+        o = np.lexsort((~is_req, both_time, both_user))  # requests sort before engagements at equal time
+        before = np.cumsum(~is_req[o])  # engagements seen up to and including each position
+        req_positions = np.flatnonzero(is_req[o])
+        pos_in_sorted = np.empty(n_req, dtype=np.int64)
+        pos_in_sorted[o[req_positions] - len(e_user)] = before[req_positions]
+        user_start = np.searchsorted(e_user, r_user, side="left")
+        profile_sum = cum[pos_in_sorted] - cum[user_start]
+        weight = cum_w[pos_in_sorted] - cum_w[user_start]
+        cold = (weight <= 0) | (np.linalg.norm(profile_sum, axis=1) < 1e-12)
+    profile = l2_normalize(profile_sum).astype(np.float32)
+    queries = np.zeros((n_req, dim), dtype=np.float32)
+    is_search = np.zeros(n_req, dtype=bool)
+    if S.QUERY in inter:
+        texts = inter[S.QUERY].to_numpy(dtype=object)[first_row]
+        qi = space.query_index(texts)
+        is_search = qi >= 0
+        queries[is_search] = space.query_vecs[qi[is_search]]
+    return _Requests(first_row, codes.astype(np.int64), profile, queries, is_search), cold
+
+
+def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | None = None, *,
+                       progress: bool = False) -> ResponseModel:
+    """Fit the user-response model on ``train`` (see :mod:`envs.fitted`).
+
+    Args:
+        train: training logs (use :meth:`LoggedData.split_by_time` to hold out the later part).
+        space: item/query vectors; must cover every item and query of ``train``.
+        config: fitting options.
+        progress: show a progress bar over epochs.
+
+    Raises:
+        DataFormatError: the logs cannot support a click model (no clicks, or every row clicked:
+            positives-only logs such as UCI Online Retail have no impressions to learn from).
+    """
+    cfg = config or FitConfig()
+    torch.manual_seed(cfg.seed)
+    inter = train.interactions
+    clicked = inter[S.CLICKED].to_numpy(dtype=np.float32)
+    if clicked.sum() == 0 or clicked.min() == 1:
+        raise DataFormatError(
+            train.name, "the clicked column is constant: a click model needs shown-and-clicked and "
+            "shown-and-not-clicked slots", column=S.CLICKED,
+            hint="positives-only logs (e.g. UCI Online Retail) have no impressions; fit on logs of shown slots",
+        )
+    item = space.item_ids.get_indexer(pd.Index(inter[S.ITEM_ID]))
+    if (item < 0).any():
+        raise ConfigError("the item space does not cover every logged item; build it from the same items table")
+    weights = BehaviourWeights()
+    req, cold = _request_arrays(train, space, item, weights)
+    default_profile = l2_normalize(req.profile[~cold].mean(axis=0, keepdims=True))[0] if (~cold).any() \
+        else np.zeros(space.dim, dtype=np.float32)
+    profile = np.where(cold[:, None], default_profile[None, :], req.profile).astype(np.float32)
+    position = inter[S.POSITION].to_numpy().astype(np.int64)
+    n_positions = int(position.max())
+    carted = inter[S.CARTED].to_numpy(dtype=np.float32) if S.CARTED in inter else None
+    purchased = inter[S.PURCHASED].to_numpy(dtype=np.float32) if S.PURCHASED in inter else None
+    if carted is None and purchased is not None:
+        carted = purchased.copy()  # no cart events logged: a purchase is its own cart (P(buy | cart) -> 1)
+
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rank = min(cfg.rank, space.dim)
+    if train.has_users:
+        user_index = pd.Index(pd.unique(inter[S.USER_ID]))  # the same order as UserTable.from_logs
+        row_user = user_index.get_indexer(pd.Index(inter[S.USER_ID])).astype(np.int64)
+    else:
+        user_index, row_user = pd.Index([]), np.zeros(len(inter), dtype=np.int64)
+    n_users = len(user_index)
+    net = _Net(space.dim, cfg.hidden, space.n_items, n_positions, rank, n_users)
+    with torch.no_grad():
+        vecs = space.item_vecs  # float64 rows minus their float32 mean, as the model has always been fitted
+        directions = principal_directions(vecs.astype(np.float64), rank, centre=vecs.mean(axis=0))
+        net.projection.copy_(torch.from_numpy(directions.T.astype(np.float32)))
+    theta_ips = examination_from_propensities(train) if train.has_propensities else None
+    if theta_ips is not None:
+        # propensity-randomised logs identify position bias directly; freeze it so that the
+        # logging policy's ranking (better items on top) cannot leak into theta
+        phi = np.log(np.clip(theta_ips[1:], 1e-4, 1 - 1e-4) / (1 - np.clip(theta_ips[1:], 1e-4, 1 - 1e-4)))
+        with torch.no_grad():
+            net.position_logit.copy_(torch.from_numpy(phi.astype(np.float32)))
+        net.position_logit.requires_grad_(False)
+    t_profile = torch.from_numpy(profile)
+    t_query = torch.from_numpy(req.query)
+    t_search = torch.from_numpy(req.is_search.astype(np.float32))
+    t_items = torch.from_numpy(space.item_vecs)
+    rows_request = torch.from_numpy(req.row_request)
+    t_item = torch.from_numpy(item.astype(np.int64))
+    t_user = torch.from_numpy(row_user)
+    t_pos = torch.from_numpy(position)
+    t_click = torch.from_numpy(clicked)
+    row_weight = np.ones(len(inter), dtype=np.float32)
+    if cfg.debias and train.has_propensities:
+        inv = 1.0 / inter[S.PROPENSITY].to_numpy(dtype=np.float64)
+        inv = np.minimum(inv / inv.mean(), cfg.max_weight)
+        row_weight = (inv / inv.mean()).astype(np.float32)
+    t_weight = torch.from_numpy(row_weight)
+    t_cart = torch.from_numpy(carted) if carted is not None else None
+    t_buy = torch.from_numpy(purchased) if purchased is not None else None
+
+    n_req = len(req.first_row)
+    cut = int(n_req * (1 - cfg.valid_fraction)) if cfg.valid_fraction > 0 else n_req
+    # requests are numbered by first appearance in time-sorted rows, so the tail is the latest
+    train_rows = torch.from_numpy(np.flatnonzero(req.row_request < cut))
+    valid_rows = torch.from_numpy(np.flatnonzero(req.row_request >= cut))
+
+    def batch_loss(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = rows_request[rows]
+        logits = net(t_profile[r], t_items[t_item[rows]], t_query[r], t_search[r], t_item[rows], t_user[rows])
+        log_p = net.log_theta(t_pos[rows]) + torch.nn.functional.logsigmoid(logits[:, 0])
+        p = log_p.exp().clamp(1e-7, 1 - 1e-7)
+        y = t_click[rows]
+        click_nll = -(y * log_p + (1 - y) * torch.log1p(-p))
+        wt = t_weight[rows]
+        loss = (wt * click_nll).mean()
+        if t_cart is not None:
+            mask = y > 0
+            if mask.any():
+                loss = loss + nn.functional.binary_cross_entropy_with_logits(
+                    logits[mask, 1], t_cart[rows][mask], weight=wt[mask], reduction="sum") / len(rows)
+            if t_buy is not None:
+                mask = t_cart[rows] > 0
+                if mask.any():
+                    loss = loss + nn.functional.binary_cross_entropy_with_logits(
+                        logits[mask, 2], t_buy[rows][mask], weight=wt[mask], reduction="sum") / len(rows)
+        return loss, (wt * click_nll).sum() / wt.sum()
+
+    optimiser = torch.optim.Adam([
+        {"params": list(net.trunk.parameters()) + list(net.heads.parameters()), "weight_decay": cfg.weight_decay},
+        {"params": [net.position_logit], "weight_decay": 0.0},
+        {"params": list(net.item_bias.parameters()) + list(net.user_taste.parameters()), "weight_decay": 0.0},
+    ], lr=cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    best_state, best_valid, history = None, math.inf, []
+    eval_rows = valid_rows if len(valid_rows) else train_rows
+    check_every = max(cfg.steps // 10, 1)
+    perm = train_rows[torch.randperm(len(train_rows), generator=generator)]
+    cursor = 0
+    for step in tqdm(range(1, cfg.steps + 1), desc="fitting response model", disable=not progress):
+        if cursor + cfg.batch_size > len(perm):
+            perm, cursor = train_rows[torch.randperm(len(train_rows), generator=generator)], 0
+        rows = perm[cursor:cursor + cfg.batch_size]
+        cursor += cfg.batch_size
+        net.train()
+        loss, _ = batch_loss(rows)
+        loss = loss + cfg.item_bias_l2 * net.item_bias.weight.pow(2).sum() \
+            + cfg.user_taste_l2 * net.user_taste.weight.pow(2).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if step % check_every == 0 or step == cfg.steps:
+            net.eval()
+            with torch.no_grad():
+                total = sum(float(batch_loss(eval_rows[i:i + 65536])[1]) * len(eval_rows[i:i + 65536])
+                            for i in range(0, len(eval_rows), 65536))
+            valid_nll = total / len(eval_rows)
+            history.append(valid_nll)
+            if valid_nll < best_valid:
+                best_valid = valid_nll
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    assert best_state is not None
+    net.load_state_dict(best_state)
+    net.eval()
+    torch.set_num_threads(threads)
+
+    theta = torch.cat([torch.ones(1), torch.sigmoid(net.position_logit.detach())]).numpy().astype(np.float64)
+    theta_source = "propensity-weighted ratio" if theta_ips is not None else "joint maximum likelihood"
+    eta = _power_law(theta)
+    model = ResponseModel(net, space.dim, space.n_items, items_digest(space.item_ids), theta, eta, None,
+                          cfg.default_continuation, default_profile, cfg.hidden,
+                          has_cart=carted is not None, has_purchase=purchased is not None)
+    class_report = None
+    if cfg.latent_classes >= 2 and train.has_users:
+        propensity = inter[S.PROPENSITY].to_numpy(dtype=np.float64) if train.has_propensities else None
+        log_theta = np.log(np.maximum(theta[np.minimum(position, len(theta)) - 1], 1e-6))
+        pages = logged_rankings(req.row_request, position, propensity) if cfg.logged_rankings else None
+        with torch_threads(cfg.threads):
+            model.classes, class_report = fit_latent_classes(
+                space.item_vecs, item, row_user, n_users, clicked, log_theta, req.row_request, req.query,
+                req.is_search, row_weight,
+                exposure_profiles(space.item_vecs, item, row_user, n_users, propensity),
+                LatentClassConfig(n_classes=cfg.latent_classes, epochs=cfg.class_epochs,
+                                  deviation_rank=cfg.shopper_deviation, relevance_knots=cfg.relevance_knots,
+                                  restarts=cfg.class_restarts,
+                                  seed=cfg.seed), profile,
+                pages, progress=progress)
+    coef, n_sessions = _fit_continuation(train, model, req, profile, item, space)
+    model.continuation_coef = coef
+    model.report = {"rows": int(len(inter)), "requests": int(n_req), "valid_click_nll": history,
+                    "sessions": n_sessions, "examination": theta.tolist(), "examination_source": theta_source,
+                    "eta": eta, "latent_classes": class_report,
+                    "fit_config": asdict(cfg)}
+    return model
+
+
+def examination_from_propensities(logs: LoggedData) -> np.ndarray | None:
+    r"""Position bias from logged propensities: a self-normalised inverse-propensity ratio.
+
+    Note:
+        Under the position-based model, with :math:`p_{ik}` the logging probability of showing item
+        :math:`i` at slot :math:`k` from the request's candidate set :math:`C`,
+
+        .. math::
+            E\Big[\sum_{\text{rows at } k} \frac{c}{p}\Big] = \theta_k \sum_{x} \sum_{i \in C_x} \alpha(x, i),
+            \qquad \hat\theta_k = \frac{\sum_{\text{rows at } k} c / p}{\sum_{\text{rows at } 1} c / p},
+
+        so the ratio is unbiased for :math:`\theta_k / \theta_1` whenever every candidate has positive
+        probability at every slot (e.g. uniformly randomised or epsilon-mixed logging policies).
+
+    Returns:
+        (P,) estimates for positions 1..P, clipped to [1e-3, 1] and made non-increasing, or None when
+        there are no clicks at position 1.
+    """
+    inter = logs.interactions
+    position = inter[S.POSITION].to_numpy().astype(np.int64)
+    weight = inter[S.CLICKED].to_numpy(dtype=np.float64) / inter[S.PROPENSITY].to_numpy(dtype=np.float64)
+    total = np.bincount(position - 1, weights=weight)
+    if total[0] <= 0:
+        return None
+    theta = np.clip(total / total[0], 1e-3, 1.0)
+    return np.minimum.accumulate(theta)
+
+
+def space_user_rows(logs: LoggedData) -> np.ndarray | None:
+    """(n_rows,) user row of each interaction in the table order of ``UserTable.from_logs``, or None."""
+    if not logs.has_users:
+        return None
+    users = logs.interactions[S.USER_ID]
+    return pd.Index(pd.unique(users)).get_indexer(pd.Index(users)).astype(np.int64)
+
+
+def _power_law(theta: np.ndarray) -> float:
+    """Least-squares eta of theta_k = k^-eta through the logged positions (default 1.0 with one position)."""
+    if len(theta) < 2:
+        return 1.0
+    k = np.log(np.arange(1, len(theta) + 1))
+    return float(max(-(k @ np.log(np.maximum(theta, 1e-6))) / (k @ k), 0.0))
+
+
+def session_codes(logs: LoggedData, first_row: np.ndarray) -> np.ndarray | None:
+    """(R,) session index of each request (requests in time order), or None when sessions are unknowable."""
+    inter = logs.interactions
+    if S.SESSION_ID in inter:
+        codes, _ = pd.factorize(inter[S.SESSION_ID].to_numpy()[first_row])
+        return codes.astype(np.int64)
+    if not logs.has_users:
+        return None
+    users = inter[S.USER_ID].to_numpy()[first_row]
+    ts = _epoch_ns(inter[S.TIMESTAMP])[first_row] / 1e9
+    user_codes, _ = pd.factorize(users)
+    order = np.lexsort((ts, user_codes))
+    new = np.ones(len(order), dtype=bool)
+    same_user = user_codes[order][1:] == user_codes[order][:-1]
+    new[1:] = ~same_user | (np.diff(ts[order]) > SESSION_GAP_SECONDS)
+    codes = np.empty(len(order), dtype=np.int64)
+    codes[order] = np.cumsum(new) - 1
+    return codes
+
+
+def _fit_continuation(train: LoggedData, model: ResponseModel, req: _Requests, profile: np.ndarray,
+                      item: np.ndarray, space: ItemSpace) -> tuple[np.ndarray | None, int]:
+    """Logistic regression of 'another request follows in the session' on page features."""
+    session = session_codes(train, req.first_row)
+    if session is None:
+        return None, 0
+    inter = train.interactions
+    n_req = len(req.first_row)
+    r = req.row_request
+    clicked = inter[S.CLICKED].to_numpy(dtype=np.float64)
+    n_clicks = np.bincount(r, weights=clicked, minlength=n_req)
+    purchased = inter[S.PURCHASED].to_numpy(dtype=np.float64) if S.PURCHASED in inter else np.zeros(len(inter))
+    any_purchase = np.bincount(r, weights=purchased, minlength=n_req) > 0
+    row_session = session[r]
+    repeated = pd.DataFrame({"s": row_session, "i": item}).duplicated(keep="first").to_numpy()
+    shown = np.bincount(r, minlength=n_req)
+    repeat_share = np.bincount(r, weights=repeated.astype(float), minlength=n_req) / np.maximum(shown, 1)
+    top_rows = np.flatnonzero(inter[S.POSITION].to_numpy() <= 3)
+    row_user = space_user_rows(train)
+    probs = model.predict(profile[r[top_rows]], space.item_vecs[item[top_rows]][:, None, :],
+                          req.query[r[top_rows]], req.is_search[r[top_rows]], item[top_rows][:, None],
+                          None if row_user is None else row_user[top_rows])[:, 0, 0]
+    top_attract = np.bincount(r[top_rows], weights=probs, minlength=n_req) / np.maximum(
+        np.bincount(r[top_rows], minlength=n_req), 1)
+    # page index within session and whether a later request of the same session exists
+    order = np.lexsort((req.first_row, session))
+    s_sorted = session[order]
+    start = np.r_[0, np.flatnonzero(np.diff(s_sorted)) + 1]
+    page = np.empty(n_req, dtype=np.int64)
+    page[order] = np.arange(n_req) - np.repeat(start, np.diff(np.r_[start, n_req]))
+    is_last = np.ones(n_req, dtype=bool)
+    is_last[order[:-1]] = s_sorted[1:] != s_sorted[:-1]
+    y = (~is_last).astype(np.float64)
+    x = page_features(n_clicks > 0, n_clicks, any_purchase, repeat_share, top_attract, req.is_search, page)
+    design = np.concatenate([np.ones((len(x), 1)), x], axis=1)  # intercept first, penalised like the rest
+    return logistic_newton(design, y, 1e-3, max_iter=30, tol=1e-8), int(session.max() + 1)

@@ -1,0 +1,229 @@
+"""The fitted response model: its network, predictions and persistence (safetensors + JSON)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import expit
+from torch import nn
+
+from envs.latent import (
+    LatentClasses,
+    table_rows,
+)
+from envs.space import ItemSpace
+from shopgym.data.io import atomic_write
+from shopgym.errors import ConfigError
+
+
+class _Net(nn.Module):
+    def __init__(self, dim: int, hidden: int, n_items: int, n_positions: int, rank: int, n_users: int) -> None:
+        super().__init__()
+        # inputs are projected on the catalog's top `rank` principal directions (a fixed buffer); exact
+        # full-dimension cosines are added as features, so little is lost and the trunk stays small
+        self.projection: torch.Tensor
+        self.register_buffer("projection", torch.eye(dim)[:, :rank].clone())
+        self.scale = float(np.sqrt(rank))  # elementwise products of unit vectors are ~1/rank: rescale
+        self.trunk = nn.Sequential(nn.Linear(4 * rank + 3, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.heads = nn.Linear(hidden, 3)  # click, cart | click, purchase | cart logits
+        self.item_bias = nn.Embedding(n_items, 1)
+        nn.init.zeros_(self.item_bias.weight)
+        # learned taste vector per logged user (matrix-factorisation term e_u . P^T i); row n_users = unknown
+        self.user_taste = nn.Embedding(n_users + 1, rank, padding_idx=n_users)
+        nn.init.zeros_(self.user_taste.weight)
+        # theta_1 = 1; theta_k = sigmoid(phi_k) for k >= 2, initialised at 1/k
+        init = torch.tensor([1.0 / k for k in range(2, n_positions + 1)])
+        self.position_logit = nn.Parameter(torch.log(init / (1 - init + 1e-6)))
+
+    def forward(self, u: torch.Tensor, i: torch.Tensor, q: torch.Tensor, s: torch.Tensor,
+                item: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+        """(..., 3) logits of click-attractiveness, cart|click, purchase|cart."""
+        # u, q and s may be un-expanded (B, 1, d) / (B, 1) against i (B, K, d): they broadcast
+        cosines = torch.stack(torch.broadcast_tensors((u * i).sum(-1), (q * i).sum(-1)), dim=-1)
+        u, i, q = u @ self.projection, i @ self.projection, q @ self.projection
+        shape = i.shape
+        flag = s.unsqueeze(-1).expand(shape[:-1] + (1,))
+        x = torch.cat([self.scale * u * i, self.scale * q * i, i, u.expand(shape), flag, cosines], dim=-1)
+        logits = self.heads(self.trunk(x))
+        bias = self.item_bias(item).squeeze(-1) + (self.user_taste(user) * i).sum(-1) * self.scale
+        return torch.cat([(logits[..., 0] + bias).unsqueeze(-1), logits[..., 1:]], dim=-1)
+
+    def log_theta(self, position: torch.Tensor) -> torch.Tensor:
+        """Log theta_k for 1-based positions (clipped to the deepest logged one)."""
+        full = torch.cat([torch.zeros(1), torch.nn.functional.logsigmoid(self.position_logit)])
+        return full[(position - 1).clamp(max=len(full) - 1)]
+
+
+@dataclass
+class ResponseModel:
+    """A fitted user-response model (see :mod:`envs.fitted`).
+
+    Attributes:
+        net: the torch module (eval mode).
+        dim: embedding dimension.
+        n_items: catalog size it was fitted for.
+        items_digest: hash of the catalog's item ids (checked against the item space at use).
+        examination_logged: (P,) fitted theta for logged positions 1..P.
+        eta: power-law exponent for positions beyond P.
+        continuation_coef: (8,) logistic coefficients, or None (then ``default_continuation``).
+        default_profile: (d,) cold-start profile (population mean of warm profiles).
+        report: fitting diagnostics (losses, rows, sessions).
+        has_cart: whether the logs had add-to-cart (or purchase) outcomes; without them P(cart | click) is 0.
+        has_purchase: whether the logs had purchases; without them P(purchase | cart) is 0.
+        classes: the latent-class attractiveness model (:mod:`envs.latent`); when present it gives
+            P(click | examined) and the MLP's click head is used for nothing else.
+    """
+
+    net: _Net
+    dim: int
+    n_items: int
+    items_digest: str
+    examination_logged: np.ndarray
+    eta: float
+    continuation_coef: np.ndarray | None
+    default_continuation: float
+    default_profile: np.ndarray
+    hidden: int
+    report: dict[str, Any] = field(default_factory=dict)
+    has_cart: bool = True
+    has_purchase: bool = True
+    classes: LatentClasses | None = None
+
+    # ------------------------------------------------------------------ prediction
+    def examination(self, n_positions: int) -> np.ndarray:
+        """(n_positions,) theta_k for k = 1..n_positions (power law beyond the logged ones)."""
+        k = np.arange(1, n_positions + 1, dtype=np.float64)
+        out = k ** -self.eta
+        m = min(n_positions, len(self.examination_logged))
+        out[:m] = self.examination_logged[:m]
+        return out
+
+    @torch.inference_mode()
+    def predict(self, user: np.ndarray, item_vecs: np.ndarray, query: np.ndarray, is_search: np.ndarray,
+                items: np.ndarray, user_rows: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities of click-if-examined, cart | click, purchase | cart.
+
+        Args:
+            user: (B, d) profile vectors.
+            item_vecs: (B, K, d) item vectors.
+            query: (B, d) query vectors (zero rows when browsing).
+            is_search: (B,) bool.
+            items: (B, K) catalog indices.
+            user_rows: (B,) rows in the training user table (-1 or None: unknown users).
+
+        Returns:
+            (B, K, 3) float64.
+        """
+        b, k, _ = item_vecs.shape
+        u = torch.from_numpy(np.ascontiguousarray(user, dtype=np.float32)).unsqueeze(1)
+        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).unsqueeze(1)
+        i = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
+        s = torch.from_numpy(np.asarray(is_search, dtype=np.float32)).unsqueeze(1)
+        rows = table_rows(user_rows, self.net.user_taste.num_embeddings - 1, b)
+        user_t = torch.from_numpy(rows).unsqueeze(1).expand(b, k)
+        logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), user_t)
+        probs = torch.sigmoid(logits).double().numpy()
+        if self.classes is not None:
+            probs[..., 0] = self.classes.attractiveness(item_vecs, query, is_search, items, user_rows, user)
+        if not self.has_cart:  # the logs never showed a cart or a purchase: the heads were not trained
+            probs[..., 1] = 0.0
+        if not self.has_purchase:
+            probs[..., 2] = 0.0
+        return probs
+
+    def continuation(self, features: np.ndarray) -> np.ndarray:
+        """(B,) P(another page | page features (B, 7)); see :func:`page_features`."""
+        if self.continuation_coef is None:
+            return np.full(len(features), self.default_continuation)
+        x = np.concatenate([np.ones((len(features), 1)), features], axis=1)
+        return expit(x @ self.continuation_coef)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> Path:
+        """Write ``model.safetensors`` and ``model.json`` atomically."""
+        from safetensors.torch import save_file
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        tensors["default_profile"] = torch.from_numpy(np.asarray(self.default_profile, dtype=np.float32))
+        if self.classes is not None:
+            tensors.update({f"classes.{k}": v.detach().contiguous() for k, v in self.classes.state_dict().items()})
+        atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+        config = {
+            "dim": self.dim, "n_items": self.n_items, "items_digest": self.items_digest, "hidden": self.hidden,
+            "rank": int(self.net.projection.shape[1]), "n_users": self.net.user_taste.num_embeddings - 1,
+            "examination_logged": self.examination_logged.tolist(), "eta": self.eta,
+            "continuation_coef": None if self.continuation_coef is None else self.continuation_coef.tolist(),
+            "default_continuation": self.default_continuation, "report": self.report,
+            "has_cart": self.has_cart, "has_purchase": self.has_purchase,
+            "latent_classes": None if self.classes is None else {
+                "n_classes": int(self.classes.taste.shape[0]), "n_users": self.classes.n_users,
+                "deviation_rank": self.classes.deviation_rank, "relevance_knots": len(self.classes.knots)},
+        }
+        text = json.dumps(config, indent=2, default=float)
+        atomic_write(out / "model.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ResponseModel:
+        """Load a model saved with :meth:`save`."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        try:
+            config = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+            tensors = load_file(str(folder / "model.safetensors"))
+        except (OSError, json.JSONDecodeError, SafetensorError) as exc:
+            raise ConfigError(f"{folder}: not a readable response model ({exc}); refit it") from exc
+        n_positions = len(config["examination_logged"])
+        net = _Net(config["dim"], config["hidden"], config["n_items"], n_positions, int(config["rank"]),
+                   int(config["n_users"]))
+        default = tensors.pop("default_profile").numpy()
+        class_tensors = {k[len("classes."):]: tensors.pop(k) for k in list(tensors) if k.startswith("classes.")}
+        classes = None
+        try:
+            net.load_state_dict(tensors)
+            if config.get("latent_classes"):
+                spec = config["latent_classes"]
+                classes = LatentClasses(config["dim"], config["n_items"], int(spec["n_users"]), int(spec["n_classes"]),
+                                        int(spec.get("deviation_rank", 0)), int(spec.get("relevance_knots", 0)))
+                classes.load_state_dict(class_tensors)
+                classes.eval()
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{folder}: model.safetensors does not match model.json ({exc}); refit it") from exc
+        net.eval()
+        coef = config["continuation_coef"]
+        return cls(net, config["dim"], config["n_items"], config["items_digest"],
+                   np.asarray(config["examination_logged"]), float(config["eta"]),
+                   None if coef is None else np.asarray(coef), float(config["default_continuation"]), default,
+                   int(config["hidden"]), dict(config.get("report", {})), bool(config.get("has_cart", True)),
+                   bool(config.get("has_purchase", True)), classes)
+
+    def check_space(self, space: ItemSpace) -> None:
+        """Raise if ``space`` is not the catalog/embedding the model was fitted on."""
+        if space.dim != self.dim or space.n_items != self.n_items or items_digest(space.item_ids) != self.items_digest:
+            raise ConfigError(
+                f"the item space (n_items={space.n_items}, dim={space.dim}) is not the one this model was fitted on "
+                f"(n_items={self.n_items}, dim={self.dim}); use the same items table and encoder"
+            )
+
+
+def items_digest(item_ids: pd.Index) -> str:
+    """Short hash of the catalog's item ids, in order."""
+    return hashlib.sha256("\n".join(map(str, item_ids)).encode()).hexdigest()[:16]
+
+
+def page_features(any_click: np.ndarray, n_clicks: np.ndarray, any_purchase: np.ndarray, repeat_share: np.ndarray,
+                  top_attract: np.ndarray, is_search: np.ndarray, page: np.ndarray) -> np.ndarray:
+    """(B, 7) features of a page for the continuation model (all (B,) inputs)."""
+    return np.stack([any_click, np.log1p(n_clicks), any_purchase, repeat_share, top_attract, is_search,
+                     np.minimum(page, 20) / 10.0], axis=1).astype(np.float64)
