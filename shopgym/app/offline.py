@@ -1,7 +1,8 @@
 r"""Evaluate a ranking policy (:class:`agents.RankingPolicy`) off-policy on a logged dataset.
 
-This is what ``shopgym ope`` runs. It is not imported by ``import ope`` (it needs the agents, encoders
-and the simulator's embedding space); import :mod:`ope.policy_eval` explicitly.
+This is what ``shopgym ope`` runs. It is application code (it needs the agents, the encoders and the
+simulator's embedding space), so it lives in :mod:`shopgym.app`, not in :mod:`ope`, whose estimators
+import none of :mod:`agents`, :mod:`envs` or :mod:`encoders`.
 
 Steps:
 
