@@ -1,4 +1,4 @@
-"""Argument and input checks shared by the agents; messages name the argument, the expectation and the value."""
+"""Checks specific to the agents (slates, candidates, feedback), built on the generic :mod:`shopgym.checks`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 
 from agents.base import Feedback, PolicyInputError, Ranking, RankingContext
+
+# the generic checks live in shopgym.checks; re-exported for the agents that import them from here
+from shopgym.checks import check_bool as check_bool
 from shopgym.checks import check_choice as check_choice
 from shopgym.checks import check_float as check_float
 from shopgym.checks import check_int as check_int
@@ -17,13 +20,6 @@ from shopgym.errors import ConfigError, ShopgymError
 
 class NotFittedError(ShopgymError, RuntimeError):
     """A policy that learns from logs was asked to score before :meth:`fit` was called."""
-
-
-def check_bool(value: Any, name: str) -> bool:
-    """Return ``value`` if it is a bool, or raise ConfigError naming ``name``."""
-    if not isinstance(value, bool | np.bool_):
-        raise ConfigError(f"`{name}` must be true or false, got {type(value).__name__} ({value!r})")
-    return bool(value)
 
 
 def check_examination(value: Sequence[float] | np.ndarray | None, name: str = "examination") -> np.ndarray | None:

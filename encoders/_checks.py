@@ -1,4 +1,4 @@
-"""Argument checks shared by the encoders; messages name the argument, the expectation and the value."""
+"""Checks specific to the encoders (texts); the generic checks are :mod:`shopgym.checks`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import EncoderInputError
-from shopgym.checks import check_choice, check_float, check_int
 
-__all__ = ["check_choice", "check_float", "check_int", "check_texts"]
+__all__ = ["check_texts"]
 
 
 def check_texts(texts: Any, name: str = "texts") -> list[str]:

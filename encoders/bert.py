@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from encoders._checks import check_choice, check_int, check_texts
+from encoders._checks import check_texts
 from encoders.errors import ModelFolderError
+from shopgym.checks import check_choice, check_int
 
 if TYPE_CHECKING:
     import torch

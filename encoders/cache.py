@@ -29,9 +29,10 @@ from typing import Literal
 
 import numpy as np
 
-from encoders._checks import check_choice, check_texts
+from encoders._checks import check_texts
 from encoders.base import TextEncoder, l2_normalize
 from encoders.errors import CacheError, CacheWarning
+from shopgym.checks import check_choice
 from shopgym.data.io import atomic_write
 
 FORMAT_VERSION = 1

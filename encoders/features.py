@@ -14,9 +14,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from encoders._checks import check_int
 from encoders.base import l2_normalize
 from encoders.errors import EncoderInputError
+from shopgym.checks import check_int
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError
 

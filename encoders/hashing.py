@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from encoders._checks import check_int, check_texts
+from encoders._checks import check_texts
 from encoders.base import l2_normalize
+from shopgym.checks import check_int
 
 #: a token is a run of word characters, optionally with an apostrophe part ("men's")
 _TOKEN = r"\w+(?:'\w+)?"

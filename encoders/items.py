@@ -24,10 +24,10 @@ from typing import Literal, cast
 import numpy as np
 import pandas as pd
 
-from encoders._checks import check_choice
 from encoders.base import ItemEncoder, TextEncoder
 from encoders.errors import EncoderInputError
 from encoders.features import FeatureEncoder, render_features
+from shopgym.checks import check_choice
 from shopgym.data import schema as S
 from shopgym.errors import DataFormatError
 

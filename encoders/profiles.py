@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from encoders._checks import check_choice, check_float
 from encoders.base import ZERO_NORM, l2_normalize
+from shopgym.checks import check_choice, check_float
 from shopgym.data import schema as S
 from shopgym.data.logged import LoggedData
 from shopgym.errors import ConfigError, DataFormatError

@@ -15,7 +15,7 @@ import string
 import tempfile
 from pathlib import Path
 
-from encoders._checks import check_int
+from shopgym.checks import check_int
 from shopgym.errors import ConfigError
 
 _SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")

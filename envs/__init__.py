@@ -1,13 +1,9 @@
 """Gymnasium environments: the synthetic shop world (ground truth) and the re-ranking simulator.
 
-``shopgym/ReRank-v0`` is registered on import (single env and native vector env).
+``shopgym/ReRank-v0`` (single env and native vector env, :mod:`envs.rerank`) is registered by
+``import shopgym``, which every module of this package imports; :data:`ENV_ID` is its id.
 """
 
-import gymnasium as gym
-
-ENV_ID = "shopgym/ReRank-v0"
-
-if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="envs.rerank:ReRankEnv", vector_entry_point="envs.rerank:ReRankVectorEnv")
+from shopgym import ENV_ID
 
 __all__ = ["ENV_ID"]

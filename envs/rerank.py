@@ -6,7 +6,7 @@ Both envs drive the same pure transition (:class:`envs.core.Simulator`); the vec
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -14,16 +14,33 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.core import PageState, Simulator, StepResult
+from envs.core import EnvConfig, PageState, Simulator, StepResult
 from envs.interface import RankingContext
+from shopgym.errors import ConfigError
+
+if TYPE_CHECKING:
+    from encoders.base import TextEncoder
+    from envs.synthetic import WorldConfig
 
 
-def _default_simulator(**kwargs: Any) -> Simulator:
-    """The built-in synthetic shop (small) with its true response model and a fast hashing encoder."""
+def _simulator(simulator: Simulator | None, world_config: WorldConfig | None, encoder: str | TextEncoder,
+               env_config: EnvConfig | None) -> Simulator:
+    """``simulator`` itself, or the built-in synthetic shop with its true response model."""
+    if simulator is not None:
+        set_args = (("world_config", world_config is not None), ("encoder", encoder != "hashing"),
+                    ("env_config", env_config is not None))
+        given = [name for name, is_set in set_args if is_set]
+        if given:
+            raise ConfigError(
+                f"pass either `simulator` or the arguments that build the default one, not both; got `simulator` "
+                f"and {', '.join(f'`{name}`' for name in given)} (a simulator already holds its world, encoder and "
+                "env config)"
+            )
+        return simulator
     from envs.build import QuickWorld, setup_world, world_simulator
 
-    setup = setup_world(kwargs.pop("world_config", QuickWorld().config), encoder=kwargs.pop("encoder", "hashing"))
-    return world_simulator(setup, kwargs.pop("env_config", None), backend="true")
+    setup = setup_world(world_config if world_config is not None else QuickWorld().config, encoder=encoder)
+    return world_simulator(setup, env_config, backend="true")
 
 
 def _spaces(sim: Simulator) -> tuple[spaces.Box, spaces.Space[Any]]:
@@ -44,11 +61,14 @@ class ReRankEnv(gym.Env[np.ndarray, np.ndarray]):
     chosen by the agent from ``N`` candidates (from the candidate generator: popular, CF neighbours of the
     history, query matches, random and cold-start items). Feedback (clicks, add-to-cart, purchases) is
     sampled from the response backend: the model fitted from logs, or the synthetic world's ground truth.
+    Made without a ``simulator``, the env builds the small built-in synthetic shop (``QuickWorld``: 300
+    items, 500 shoppers) answered by its true response model, with the hashing text encoder.
 
     ## Observation Space
     ``Box(-1, 1, (2d + 2 + N d + 2 N,), float32)``: the user's profile (d, updated from this session's
     feedback), the query vector (d, zeros when browsing), is-search, pages shown / max pages, the N candidate
     vectors (N x d), then per candidate (N x 2): shown earlier in this session, popularity scaled to [0, 1].
+    ``d`` is the simulator's embedding size (326 for the default world and encoder).
 
     ## Action Space
     ``action_type="scores"`` (default): ``Box(-1, 1, (N,), float32)``, one score per candidate; the K best
@@ -58,17 +78,61 @@ class ReRankEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Rewards
     Sum over slots of ``w_click * click + w_cart * cart + w_purchase * purchase + w_revenue * price * purchase``,
-    minus the optional repetition and diversity penalties.
+    minus the optional repetition and diversity penalties (weights: ``EnvConfig.reward``).
+
+    ## Starting State
+    A new session: a shopper drawn by activity, a browse or search intent (with its query), and the first
+    page's N candidates; all drawn from ``np_random`` (seeded by ``reset(seed=...)``).
 
     ## Episode End
-    Termination: the shopper leaves (continuation model). Truncation: ``max_pages`` pages.
+    Termination: the shopper leaves (continuation model). Truncation: ``EnvConfig.max_pages`` pages.
 
     ## Info
-    ``shown`` (K catalog indices), ``slots`` (K candidate columns), ``ranking_probability`` (probability of the
-    shown ranking under the acting policy given the action: 1 for top-K), per-slot ``clicked``, ``carted``,
-    ``purchased``, ``slot_reward``, ``repeat``; page ``diversity``; with ``track_values``: ``expected_reward``
-    of the shown page, ``oracle_reward`` (best achievable from these candidates) and ``candidate_values``
-    under the backend.
+    ``reset``: ``is_search``, ``user`` (user index), ``candidates`` (N catalog indices). ``step``: ``shown``
+    (K catalog indices), ``slots`` (K candidate columns), ``ranking_probability`` (probability of the shown
+    ranking under the acting policy given the action: 1 for top-K), per-slot ``clicked``, ``carted``,
+    ``purchased``, ``slot_reward``, ``repeat``; page ``diversity``; with ``track_values``:
+    ``expected_reward`` of the shown page, ``oracle_reward`` (best achievable from these candidates) and
+    ``candidate_values`` under the backend.
+
+    ## Arguments
+    ``import shopgym`` registers the id ``"shopgym/ReRank-v0"``; ``gym.make`` passes its keyword arguments
+    here:
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import shopgym
+    >>> from envs.core import EnvConfig
+    >>> env = gym.make("shopgym/ReRank-v0", env_config=EnvConfig(n_candidates=20, slate_size=5))
+    >>> env
+    <OrderEnforcing<PassiveEnvChecker<ReRankEnv<shopgym/ReRank-v0>>>>
+    >>> env.observation_space
+    Box(-1.0, 1.0, (7214,), float32)
+    >>> env.action_space
+    Box(-1.0, 1.0, (20,), float32)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(np.linspace(1, -1, 20, dtype=np.float32))
+    >>> info["slots"], info["shown"], info["ranking_probability"]
+    (array([0, 1, 2, 3, 4]), array([192,  61, 298, 245,   4]), 1.0)
+
+    Args:
+        simulator: the simulator to drive (e.g. from :func:`envs.build.world_simulator` or
+            :func:`envs.build.log_simulator`); None builds the default synthetic shop from the three
+            arguments below, which must then be left at their defaults.
+        render_mode: None or ``"ansi"`` (:meth:`render` returns the last page as text).
+        world_config: the synthetic world of the default simulator; None: ``QuickWorld().config``.
+        encoder: the default simulator's text encoder: a name (``"hashing"``, ``"bert"``) or a
+            :class:`~encoders.base.TextEncoder`.
+        env_config: page size, candidates, rewards, session length and action type
+            (:class:`envs.core.EnvConfig`); None: ``EnvConfig()`` (N=50, K=10, 20 pages).
+
+    Raises:
+        ConfigError: ``simulator`` is given together with a default-simulator argument, or
+            ``render_mode`` is not a supported mode.
+
+    ## Vectorized environment
+    :class:`ReRankVectorEnv` runs many sessions per call as array operations; ``gym.make_vec`` uses it
+    (the id's ``vector_entry_point``).
 
     ## Version History
     * v0: initial release.
@@ -76,8 +140,13 @@ class ReRankEnv(gym.Env[np.ndarray, np.ndarray]):
 
     metadata = {"render_modes": ["ansi"]}
 
-    def __init__(self, simulator: Simulator | None = None, render_mode: str | None = None, **kwargs: Any) -> None:
-        self.sim = simulator if simulator is not None else _default_simulator(**kwargs)
+    def __init__(self, simulator: Simulator | None = None, render_mode: str | None = None, *,
+                 world_config: WorldConfig | None = None, encoder: str | TextEncoder = "hashing",
+                 env_config: EnvConfig | None = None) -> None:
+        modes = self.metadata["render_modes"]
+        if render_mode is not None and render_mode not in modes:
+            raise ConfigError(f"`render_mode` must be None or one of {modes}, got {render_mode!r}")
+        self.sim = _simulator(simulator, world_config, encoder, env_config)
         self.observation_space, self.action_space = _spaces(self.sim)
         self.render_mode = render_mode
         self._state: PageState | None = None
@@ -130,14 +199,40 @@ class ReRankVectorEnv(VectorEnv):
     observation is the new session's first page; ``info["final_obs"]`` holds the ended sessions' last
     observations, one row per True entry of ``info["_final_obs"]`` (in batch order). With ``num_envs=1``
     and the same seed, the trajectory equals :class:`ReRankEnv`'s (the same generator calls in the same order).
+    Spaces, rewards and info are :class:`ReRankEnv`'s with a leading batch axis.
+
+    >>> vec = gym.make_vec("shopgym/ReRank-v0", num_envs=8, env_config=EnvConfig(n_candidates=20, slate_size=5))
+    >>> vec
+    ReRankVectorEnv(shopgym/ReRank-v0, num_envs=8)
+    >>> vec.action_space
+    Box(-1.0, 1.0, (8, 20), float32)
+    >>> obs, info = vec.reset(seed=0)
+    >>> obs.shape
+    (8, 7214)
+    >>> obs, reward, terminated, truncated, info = vec.step(np.tile(np.linspace(1, -1, 20, dtype=np.float32), (8, 1)))
+    >>> reward
+    array([0., 0., 0., 0., 0., 1., 0., 0.])
+
+    Args:
+        num_envs: sessions run side by side, >= 1.
+        simulator: the simulator to drive; None builds the default synthetic shop (see :class:`ReRankEnv`).
+        world_config: the synthetic world of the default simulator; None: ``QuickWorld().config``.
+        encoder: the default simulator's text encoder (a name or a :class:`~encoders.base.TextEncoder`).
+        env_config: :class:`envs.core.EnvConfig` of the default simulator; None: ``EnvConfig()``.
+
+    Raises:
+        ValueError: ``num_envs`` < 1.
+        ConfigError: ``simulator`` is given together with a default-simulator argument.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, num_envs: int = 1, simulator: Simulator | None = None, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, simulator: Simulator | None = None, *,
+                 world_config: WorldConfig | None = None, encoder: str | TextEncoder = "hashing",
+                 env_config: EnvConfig | None = None) -> None:
         if int(num_envs) < 1:
             raise ValueError(f"`num_envs` must be >= 1, got {num_envs}")
-        self.sim = simulator if simulator is not None else _default_simulator(**kwargs)
+        self.sim = _simulator(simulator, world_config, encoder, env_config)
         self.num_envs = int(num_envs)
         self.single_observation_space, self.single_action_space = _spaces(self.sim)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

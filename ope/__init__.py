@@ -6,7 +6,7 @@ Estimate how a new policy would have done from logs collected by another (the lo
   from a :class:`~shopgym.data.LoggedData` (:func:`bandit_log_from_logged`) or from obp's dicts
   (:func:`bandit_log_from_obp`);
 * rankings evaluated slot by slot with DM, IPS and DR (:func:`evaluate_ranking`, :mod:`ope.ranking`);
-  a ranking policy of :mod:`agents` on a logged dataset: :mod:`ope.policy_eval` (not imported here);
+  a ranking policy of :mod:`agents` on a logged dataset: :mod:`shopgym.app.offline` (application code);
 * estimators: :class:`DirectMethod`, :class:`IPS`, :class:`ClippedIPS`, :class:`SelfNormalizedIPS`,
   :class:`DoublyRobust`, :class:`SelfNormalizedDR`, :class:`SwitchDR`,
   :class:`DoublyRobustWithShrinkage`; for slates :class:`SlateStandardIPS`,

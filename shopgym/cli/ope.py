@@ -167,7 +167,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ope.policy_eval import evaluate_policy_on_logs
+    from shopgym.app.offline import evaluate_policy_on_logs
     from shopgym.data import LoggedData
     from shopgym.data.io import atomic_write, write_json
 

@@ -1,7 +1,8 @@
 r"""Evaluate a ranking policy (:class:`agents.RankingPolicy`) off-policy on a logged dataset.
 
-This is what ``shopgym ope`` runs. It is not imported by ``import ope`` (it needs the agents, encoders
-and the simulator's embedding space); import :mod:`ope.policy_eval` explicitly.
+This is what ``shopgym ope`` runs. It is application code (it needs the agents, the encoders and the
+simulator's embedding space), so it lives in :mod:`shopgym.app`, not in :mod:`ope`, whose estimators
+import none of :mod:`agents`, :mod:`envs` or :mod:`encoders`.
 
 Steps:
 
@@ -75,6 +76,7 @@ from ope.ranking import (
     evaluate_ranking,
     reduce_ranking_target,
 )
+from shopgym.checks import check_choice, check_float, check_int
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError
@@ -335,14 +337,10 @@ class PolicyEvaluation:
 
 
 def _check_options(candidates: str, test_fraction: float, n_policy_samples: int, n_folds: int) -> None:
-    if candidates not in CANDIDATE_SETS:
-        raise ConfigError(f"`candidates` must be one of {list(CANDIDATE_SETS)}; got {candidates!r}")
-    if not (isinstance(test_fraction, int | float) and 0.0 < float(test_fraction) <= 1.0):
-        raise ConfigError(f"`test_fraction` must be in (0, 1] (1: evaluate every request); got {test_fraction!r}")
-    if not isinstance(n_policy_samples, int) or n_policy_samples < 1:
-        raise ConfigError(f"`n_policy_samples` must be an integer >= 1; got {n_policy_samples!r}")
-    if not isinstance(n_folds, int) or n_folds < 2:
-        raise ConfigError(f"`n_folds` must be an integer >= 2 (cross-fitting); got {n_folds!r}")
+    check_choice(candidates, "candidates", CANDIDATE_SETS)
+    check_float(test_fraction, "test_fraction", min_value=0.0, min_inclusive=False, max_value=1.0)
+    check_int(n_policy_samples, "n_policy_samples", min_value=1)
+    check_int(n_folds, "n_folds", min_value=2)  # cross-fitting needs two folds
 
 
 def _item_views(train: LoggedData | None, item_index: pd.Index) -> np.ndarray:
