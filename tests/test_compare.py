@@ -142,7 +142,7 @@ def test_regret_is_measured_against_the_truth_whatever_the_backend():
     from envs.backends import TrueWorldBackend
     from envs.build import QuickWorld, setup_world, world_simulator
     from envs.core import EnvConfig
-    from shopgym.compare import true_candidate_values
+    from shopgym.app.rollout import true_candidate_values
 
     setup = setup_world(QuickWorld().config)
     config = EnvConfig(n_candidates=20, slate_size=5, max_pages=4, track_values=True)

@@ -96,18 +96,17 @@ def _fidelity(args: argparse.Namespace) -> int:
     lengths = None
     refits: list[dict[str, float]] = []
     if setup is not None:
-        from envs import evaluation as E
         from envs.fidelity import policy_agreement
+        from shopgym.app.reference import reference_policies
+        from shopgym.app.rollout import value_policy
 
         true_sim = world_simulator(setup, backend="true", shoppers=args.shoppers)
-        scorers = {"random": (E.random_scorer, False), "popularity": (E.popularity_scorer, False),
-                   "cosine": (E.cosine_scorer, False), "logging": (E.logging_scorer(setup.world), True),
-                   "oracle-greedy": (E.oracle_scorer(setup.world), False)}
+        agents = reference_policies(setup.world, train, true_sim)
 
         def run_policies(sim: Any) -> dict[str, Any]:
             """Every reference policy's value in ``sim`` (same sessions and seed for every simulator)."""
-            return {name: E.run_sessions(sim, scorer, args.sessions, seed=args.seed, name=name, slots_scorer=slots)
-                    for name, (scorer, slots) in scorers.items()}
+            return {name: value_policy(sim, agent, args.sessions, seed=args.seed, name=name)
+                    for name, agent in agents.items()}
 
         truth = run_policies(true_sim)
         reference = run_policies(world_simulator(setup, backend="segment", shoppers=args.shoppers))
@@ -120,21 +119,19 @@ def _fidelity(args: argparse.Namespace) -> int:
             evidence.append(None if ll is None else float(ll))
             fitted_sim = world_simulator(setup, backend="fitted", model=fitted_model, shoppers=args.shoppers)
             runs.append(run_policies(fitted_sim))
-            if refit == 0:
-                lengths = E.session_lengths(fitted_sim, E.logging_scorer(setup.world), args.sessions,
-                                            seed=args.seed, slots_scorer=True)
-        true_values = np.array([truth[name].reward_per_session for name in scorers])
+        lengths = runs[0]["logging"].session_pages  # the logging policy's sessions in the first fitted simulator
+        true_values = np.array([truth[name].reward_per_session for name in agents])
         for refit, run in enumerate(runs):
-            values = np.array([run[name].reward_per_session for name in scorers])
+            values = np.array([run[name].reward_per_session for name in agents])
             tau, mare = policy_agreement(true_values, values)
             row = {"seed": float(fit.seed + refit), "kendall_tau": tau, "mean_abs_relative_error": mare,
-                   **{name: float(v) for name, v in zip(scorers, values, strict=True)}}
+                   **{name: float(v) for name, v in zip(agents, values, strict=True)}}
             refit_evidence = evidence[refit]
             if refit_evidence is not None:
                 row["log_likelihood"] = refit_evidence
             refits.append(row)
         policies = []
-        for name in scorers:
+        for name in agents:
             fitted = np.array([run[name].reward_per_session for run in runs])
             se = np.array([run[name].reward_se for run in runs])
             policies.append({"policy": name, "true": truth[name].reward_per_session, "true_se": truth[name].reward_se,

@@ -1,0 +1,1 @@
+"""The application layer: jobs that run the domain packages (rollouts, comparisons, reports)."""
