@@ -26,13 +26,16 @@ def test_every_experiment_composes(experiment: str) -> None:
 
 
 @pytest.mark.parametrize("agent", AGENTS)
-def test_every_agent_config_instantiates(agent: str) -> None:
+def test_every_agent_config_instantiates(agent: str, small_world) -> None:
     from hydra.utils import instantiate
 
     from agents.base import RankingPolicy
+    from envs.synthetic import RewardWeights
 
     cfg = _compose([f"+agent@extra={agent}"])
-    assert isinstance(instantiate(cfg.extra, _convert_="all"), RankingPolicy)
+    # the synthetic world's reference policies are given the world (and the env's reward) at build time
+    supplies = {"logging_policy": {"world": small_world}, "oracle": {"world": small_world, "reward": RewardWeights()}}
+    assert isinstance(instantiate(cfg.extra, _convert_="all", **supplies.get(agent, {})), RankingPolicy)
 
 
 def test_tiny_compare_writes_results_and_tensorboard(tmp_path) -> None:

@@ -98,19 +98,19 @@ def _fidelity(args: argparse.Namespace) -> int:
     if setup is not None:
         from envs.fidelity import policy_agreement
         from shopgym.app.reference import reference_policies
-        from shopgym.app.rollout import value_policy
+        from shopgym.app.rollout import PolicyValue, value_policy
 
         true_sim = world_simulator(setup, backend="true", shoppers=args.shoppers)
         agents = reference_policies(setup.world, train, true_sim)
 
-        def run_policies(sim: Any) -> dict[str, Any]:
+        def run_policies(sim: Any) -> dict[str, PolicyValue]:
             """Every reference policy's value in ``sim`` (same sessions and seed for every simulator)."""
             return {name: value_policy(sim, agent, args.sessions, seed=args.seed, name=name)
                     for name, agent in agents.items()}
 
         truth = run_policies(true_sim)
         reference = run_policies(world_simulator(setup, backend="segment", shoppers=args.shoppers))
-        runs: list[dict[str, Any]] = []
+        runs: list[dict[str, PolicyValue]] = []
         evidence: list[float | None] = []
         for refit in range(args.refits):
             fitted_model = model if refit == 0 else fit_response_model(
