@@ -39,10 +39,11 @@ class RankingContext:
         user_ids: (B,) int64 user indices, -1 for users unknown to the logs (cold start).
         history: (B, H) int64 catalog indices of items the user interacted with, newest last, -1 padded.
         extra: (B, N, F) float32 per-candidate features (see the env docs: shown-before flag, popularity).
-        sessions: the simulator's own record of who is shopping (:class:`envs.backends.Sessions`: the
-            synthetic world's user and latent intent of each request), or None (the default) outside a
-            simulator. Only reference policies that rank with the ground truth read it (the world's
-            logging policy, the oracle); learning agents must not, as no real shop knows it.
+        sessions: the simulator's own record of who is shopping (:class:`envs.backends.Sessions`: in the
+            synthetic world, the world's user and latent intent of each request; a simulator fitted from logs
+            has neither), or None (the default) outside a simulator. Only reference policies that rank with
+            the ground truth read it (the world's logging policy, the oracle); learning agents must not, as no
+            real shop knows it.
     """
 
     user: np.ndarray
