@@ -16,6 +16,7 @@ from agents.features import BLOCKS, CandidateFeatures, SlotCredit, slot_credit
 from agents.linear import EpsilonGreedyRanker, LinearBandit, LinTSRanker, LinUCBRanker
 from agents.logistic import OnlineLogisticRanker
 from agents.neural import NeuralLinearRanker
+from agents.reference import LoggingPolicy, OracleGreedyPolicy, WorldReferencePolicy
 from agents.ridge import ItemBias, RidgeModel
 from agents.toy import OnlineTrace, ToyRankingProblem, run_online
 
@@ -32,10 +33,12 @@ __all__ = [
     "LinUCBRanker",
     "LinearBandit",
     "LogFittedPolicy",
+    "LoggingPolicy",
     "NeuralLinearRanker",
     "NotFittedError",
     "OnlineLogisticRanker",
     "OnlineTrace",
+    "OracleGreedyPolicy",
     "PolicyInputError",
     "PopularityPolicy",
     "RandomPolicy",
@@ -45,6 +48,7 @@ __all__ = [
     "RidgeModel",
     "SlotCredit",
     "ToyRankingProblem",
+    "WorldReferencePolicy",
     "als_factors",
     "cosine_scores",
     "deterministic_topk",

@@ -115,6 +115,11 @@ class PageState:
         """B."""
         return len(self.page)
 
+    def take(self, rows: np.ndarray) -> PageState:
+        """The sub-batch ``rows`` (e.g. the sessions still live after a step)."""
+        return PageState(self.sessions.take(rows), ProfileState(self.profile.sum[rows], self.profile.weight[rows]),
+                         self.seen[rows], self.page[rows], self.candidates[rows])
+
 
 @dataclass(frozen=True)
 class StepResult:
@@ -353,11 +358,12 @@ class Simulator:
         return out
 
     def context(self, state: PageState) -> RankingContext:
-        """The structured view agents rank from."""
+        """The structured view agents rank from (``sessions`` carries the true shoppers, for reference policies)."""
         return RankingContext(
             user=self.profile_vectors(state), query=self.query_vectors(state), is_search=state.sessions.is_search,
             candidates=state.candidates, candidate_vecs=self.space.item_vecs[state.candidates],
             user_ids=state.sessions.user, history=self._history(state.sessions), extra=self.extra_features(state),
+            sessions=state.sessions,
         )
 
     def observe(self, state: PageState) -> np.ndarray:

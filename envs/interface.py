@@ -12,10 +12,14 @@ Shapes: ``B`` requests, ``N`` candidates, ``K`` slots, ``d`` embedding dims, ``H
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shopgym.errors import ShopgymError
+
+if TYPE_CHECKING:  # the env's own session type; imported for annotations only (it pulls in the backends)
+    from envs.backends import Sessions
 
 
 class PolicyInputError(ShopgymError, ValueError):
@@ -35,6 +39,11 @@ class RankingContext:
         user_ids: (B,) int64 user indices, -1 for users unknown to the logs (cold start).
         history: (B, H) int64 catalog indices of items the user interacted with, newest last, -1 padded.
         extra: (B, N, F) float32 per-candidate features (see the env docs: shown-before flag, popularity).
+        sessions: the simulator's own record of who is shopping (:class:`envs.backends.Sessions`: in the
+            synthetic world, the world's user and latent intent of each request; a simulator fitted from logs
+            has neither), or None (the default) outside a simulator. Only reference policies that rank with
+            the ground truth read it (the world's logging policy, the oracle); learning agents must not, as no
+            real shop knows it.
     """
 
     user: np.ndarray
@@ -45,6 +54,7 @@ class RankingContext:
     user_ids: np.ndarray
     history: np.ndarray
     extra: np.ndarray
+    sessions: Sessions | None = None
 
     def __post_init__(self) -> None:
         b, n, d = self.candidate_vecs.shape
@@ -59,6 +69,9 @@ class RankingContext:
             raise PolicyInputError(f"RankingContext.history must have shape ({b}, H), got {self.history.shape}")
         if self.extra.ndim != 3 or self.extra.shape[:2] != (b, n):
             raise PolicyInputError(f"RankingContext.extra must have shape ({b}, {n}, F), got {self.extra.shape}")
+        if self.sessions is not None and self.sessions.user.shape != (b,):
+            raise PolicyInputError(f"RankingContext.sessions must describe the {b} requests, got "
+                                   f"{self.sessions.user.shape[0]} sessions")
 
     @property
     def batch_size(self) -> int:
@@ -78,7 +91,8 @@ class RankingContext:
     def take(self, rows: np.ndarray) -> RankingContext:
         """The sub-batch ``rows``."""
         return RankingContext(self.user[rows], self.query[rows], self.is_search[rows], self.candidates[rows],
-                              self.candidate_vecs[rows], self.user_ids[rows], self.history[rows], self.extra[rows])
+                              self.candidate_vecs[rows], self.user_ids[rows], self.history[rows], self.extra[rows],
+                              None if self.sessions is None else self.sessions.take(rows))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from agents import LogFittedPolicy, RankingPolicy, ToyRankingProblem
+from agents import LogFittedPolicy, RankingPolicy, ToyRankingProblem, WorldReferencePolicy
 from tests.conftest import REPO_ROOT
 
 AGENT_CONFIGS = sorted((REPO_ROOT / "conf" / "agent").glob("*.yaml"))
@@ -21,9 +21,32 @@ def test_every_agent_has_a_config():
             "neural_linear"} <= names
 
 
+#: configs of the synthetic world's reference policies: the world (and the env's reward) is injected at build time
+WORLD_REFERENCES = {"logging_policy", "oracle"}
+
+
+def test_reference_policies_are_not_compare_defaults():
+    assert WORLD_REFERENCES <= {path.stem for path in AGENT_CONFIGS}
+    compare = OmegaConf.load(REPO_ROOT / "conf" / "compare.yaml")
+    defaults = {next(iter(d)) for d in compare.defaults if not isinstance(d, str)}
+    assert not {f"agent@agents.{name}" for name in WORLD_REFERENCES} & defaults
+
+
 @pytest.mark.parametrize("path", AGENT_CONFIGS, ids=lambda p: Path(p).stem)
-def test_config_instantiates_and_runs(path: Path):
+def test_config_instantiates_and_runs(path: Path, small_world):
     cfg = OmegaConf.load(path)
+    if path.stem in WORLD_REFERENCES:
+        from envs.reward import RewardWeights
+        from tests.test_agents_reference import world_context
+
+        extra = {"reward": RewardWeights()} if path.stem == "oracle" else {}  # as the YAML comments say
+        policy = instantiate(cfg, world=small_world, **extra)
+        assert isinstance(policy, WorldReferencePolicy) and policy.name == path.stem and policy.config() == {}
+        rng = np.random.default_rng(0)
+        ctx = world_context(small_world, rng, 3, 12)
+        ranking = policy.rank(ctx, 5, rng)
+        assert ranking.slots.shape == (3, 5)
+        return
     policy = instantiate(cfg)
     assert isinstance(policy, RankingPolicy)
     assert policy.name == path.stem

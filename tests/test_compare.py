@@ -26,13 +26,16 @@ def test_every_experiment_composes(experiment: str) -> None:
 
 
 @pytest.mark.parametrize("agent", AGENTS)
-def test_every_agent_config_instantiates(agent: str) -> None:
+def test_every_agent_config_instantiates(agent: str, small_world) -> None:
     from hydra.utils import instantiate
 
     from agents.base import RankingPolicy
+    from envs.reward import RewardWeights
 
     cfg = _compose([f"+agent@agents.extra={agent}"])
-    assert isinstance(instantiate(cfg.agents.extra, _convert_="all"), RankingPolicy)
+    # the synthetic world's reference policies are given the world (and the env's reward) at build time
+    supplies = {"logging_policy": {"world": small_world}, "oracle": {"world": small_world, "reward": RewardWeights()}}
+    assert isinstance(instantiate(cfg.agents.extra, _convert_="all", **supplies.get(agent, {})), RankingPolicy)
 
 
 def test_tiny_compare_writes_results_and_tensorboard(tmp_path) -> None:
@@ -145,7 +148,7 @@ def test_regret_is_measured_against_the_truth_whatever_the_backend():
     from envs.backends import TrueWorldBackend
     from envs.build import QuickWorld, setup_world, world_simulator
     from envs.core import EnvConfig
-    from shopgym.app.compare import true_candidate_values
+    from shopgym.app.rollout import true_candidate_values
 
     setup = setup_world(QuickWorld().config)
     config = EnvConfig(n_candidates=20, slate_size=5, max_pages=4, track_values=True)

@@ -162,15 +162,6 @@ def test_plackett_luce_probabilities_sum_to_one() -> None:
     assert total == pytest.approx(1.0)
 
 
-def test_oracle_beats_random_in_true_world(sim) -> None:
-    from envs.evaluation import oracle_scorer, random_scorer, run_sessions
-
-    setup_world_ = sim.source.world
-    oracle = run_sessions(sim, oracle_scorer(setup_world_), 400, seed=0)
-    random = run_sessions(sim, random_scorer, 400, seed=0)
-    assert oracle.ctr > 2 * random.ctr
-
-
 def test_shoppers_logged_draws_only_the_shoppers_of_the_training_logs(setup) -> None:
     rng = np.random.default_rng(0)
     everyone = world_simulator(setup, CONFIG).source.sample(rng, 4000, 0.0)

@@ -18,8 +18,7 @@ TensorBoard tags (one run folder per agent and seed, ``tensorboard/<agent>/seed<
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +28,16 @@ from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 from tqdm.auto import tqdm
 
-from agents.base import Feedback, RankingPolicy
-from envs.backends import TrueWorldBackend
+from agents.base import RankingPolicy
 from envs.build import BuiltSimulator
 from envs.core import Simulator
 from envs.synthetic import SyntheticWorld
 from shopgym.app.config import backend_name as config_backend_name
 from shopgym.app.config import simulator_spec
+from shopgym.app.rollout import RunTrace, run_agent
 from shopgym.data import LoggedData
 from shopgym.data.io import atomic_write, write_json
 from shopgym.errors import ConfigError, DataFormatError
-
-METRICS = ("reward", "ctr", "purchase_rate", "regret", "ndcg", "coverage", "diversity")
-
-
-@dataclass
-class RunTrace:
-    """Per-step metrics of one agent on one seed (arrays of length ``steps``)."""
-
-    agent: str
-    seed: int
-    steps: dict[str, np.ndarray] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -133,110 +120,20 @@ def prepared_from(built: BuiltSimulator, sim: Simulator) -> Prepared:
 
 
 def make_agent(name: str, node: DictConfig, prep: Prepared, seed: int) -> RankingPolicy:
-    """Instantiate an agent from its config, give it the env's examination estimates, fit it on the logs."""
-    from hydra.utils import instantiate
+    """Instantiate an agent from its config, give it the env's examination estimates, fit it on the logs.
+
+    On the built-in world the reference agents (the logging policy, the oracle) also get the world and the
+    env's reward weights (:func:`shopgym.app.reference.instantiate_agent`).
+    """
+    from shopgym.app.reference import instantiate_agent
 
     node = node.copy()
     if "seed" in node:
         node.seed = int(seed)
     if "examination" in node and node.examination is None:
         node.examination = prep.examination.tolist()
-    agent = instantiate(node, _convert_="all")
-    if not isinstance(agent, RankingPolicy):
-        raise ConfigError(f"agent {name!r} builds {type(agent).__name__}, not a RankingPolicy")
-    fit = getattr(agent, "fit", None)
-    if callable(fit):
-        fit(prep.train, prep.sim.space.item_ids, prep.sim.users.user_ids)
-    return agent
-
-
-# ---------------------------------------------------------------------- online loop
-def _ndcg(values: np.ndarray, slots: np.ndarray) -> np.ndarray:
-    """(B,) NDCG@K of rankings ``slots`` (B, K) against gains ``values`` (B, N)."""
-    k = slots.shape[1]
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = np.take_along_axis(values, slots, axis=1) @ discount
-    ideal = -np.sort(-values, axis=1)[:, :k] @ discount
-    return np.where(ideal > 0, dcg / np.maximum(ideal, 1e-12), 0.0)
-
-
-def run_agent(agent: RankingPolicy, prep: Prepared, *, steps: int, batch_size: int, seed: int,
-              writer: Any | None = None, log_every: int = 5, progress: bool = False) -> RunTrace:
-    """Run ``agent`` online for ``steps`` batched page steps and record the per-step metrics."""
-    from envs.rerank import ReRankVectorEnv
-
-    sim = prep.sim
-    started = time.perf_counter()
-    learn = getattr(agent, "learn", None)
-    curve = None
-    if callable(learn) and not agent.learns_online:
-        # trained on the simulator first (e.g. PPO), on as many pages as the online learners see;
-        # its reward per step below is this training curve, the other metrics are the trained policy's
-        learn(sim, total_timesteps=steps * batch_size, seed=seed,
-              tensorboard_log=None if writer is None else str(Path(writer.log_dir) / "sb3"))
-        pages = np.asarray(agent.curve.timesteps, dtype=np.float64)  # type: ignore[attr-defined]
-        values = np.asarray(agent.curve.reward_per_page, dtype=np.float64)  # type: ignore[attr-defined]
-        if len(values):
-            curve = np.interp((np.arange(steps) + 1) * batch_size, pages, values)
-    env = ReRankVectorEnv(batch_size, simulator=sim)
-    env.reset(seed=seed)
-    rng = np.random.default_rng([seed, 7])
-    truth = TrueWorldBackend(prep.world) if prep.world is not None else None
-    k = sim.config.slate_size
-    exam_true = truth.examination(k) if truth is not None else None
-    seen = np.zeros(sim.space.n_items, dtype=bool)
-    trace = {m: np.zeros(steps) for m in METRICS}
-    cum_regret = 0.0
-    for t in tqdm(range(steps), desc=f"{agent.name}", leave=False, disable=not progress):
-        state = env.state
-        ctx = env.ranking_context()
-        ranking = agent.rank(ctx, k, rng)
-        _, reward, _, _, info = env.step_slots(ranking.slots, ranking.slate_propensity)
-        agent.update(ctx, ranking, Feedback(info["clicked"], info["carted"], info["purchased"], info["slot_reward"]))
-        seen[info["shown"].ravel()] = True
-        trace["reward"][t] = reward.mean() if curve is None else curve[t]
-        trace["ctr"][t] = info["clicked"].mean()
-        trace["purchase_rate"][t] = info["purchased"].mean()
-        trace["diversity"][t] = info["diversity"].mean()
-        trace["coverage"][t] = seen.mean()
-        if truth is not None and exam_true is not None:
-            values = true_candidate_values(sim, truth, state, info)
-            shown_value = np.take_along_axis(values, ranking.slots, axis=1) @ exam_true
-            best = -np.sort(-values, axis=1)[:, :k] @ exam_true
-            cum_regret += float((best - shown_value).mean())
-            trace["regret"][t] = cum_regret
-            trace["ndcg"][t] = _ndcg(values, ranking.slots).mean()
-        else:
-            trace["regret"][t] = np.nan
-            trace["ndcg"][t] = np.nan
-        if writer is not None and (t % log_every == 0 or t == steps - 1):
-            writer.add_scalar("rollout/reward", trace["reward"][t], t)
-            writer.add_scalar("rollout/ctr", trace["ctr"][t], t)
-            writer.add_scalar("rollout/purchase_rate", trace["purchase_rate"][t], t)
-            writer.add_scalar("eval/coverage", trace["coverage"][t], t)
-            writer.add_scalar("eval/diversity", trace["diversity"][t], t)
-            if truth is not None:
-                writer.add_scalar("eval/cumulative_regret", trace["regret"][t], t)
-                writer.add_scalar("eval/ndcg", trace["ndcg"][t], t)
-    return RunTrace(agent.name, seed, trace, time.perf_counter() - started)
-
-
-def true_candidate_values(sim: Simulator, truth: TrueWorldBackend, state: Any, info: dict[str, Any]) -> np.ndarray:
-    """(B, N) true expected reward of each candidate if examined (regret and NDCG are measured against it).
-
-    The step's own ``candidate_values`` are reused only when the simulator's backend *is* the truth (not the
-    fitted model, not the segment reference, whose values differ from the truth).
-    """
-    if type(sim.backend) is TrueWorldBackend and "candidate_values" in info:
-        return np.asarray(info["candidate_values"])
-    return _true_values(sim, truth, state)
-
-
-def _true_values(sim: Simulator, truth: TrueWorldBackend, state: Any) -> np.ndarray:
-    w = sim.config.reward
-    p = truth.probabilities(state.sessions, sim.profile_vectors(state), state.candidates)
-    return p[..., 0] * (w.click + p[..., 1] * (w.cart + p[..., 2] * (w.purchase + w.revenue
-                                                                      * sim.prices[state.candidates])))
+    supplies = {} if prep.world is None else {"world": prep.world, "reward": prep.sim.config.reward}
+    return instantiate_agent(node, supplies, prep.train, prep.sim, name=name)
 
 
 # ---------------------------------------------------------------------- results

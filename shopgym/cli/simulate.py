@@ -62,9 +62,8 @@ def register(commands: Any) -> None:
 def _fidelity(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from envs.build import build_simulator, world_simulator
+    from envs.build import build_simulator, response_model, world_simulator
     from envs.fidelity import fidelity_report, write_report
-    from envs.fitted import fit_response_model
     from shopgym.app.config import compose_run, data_overrides, simulator_spec
     from shopgym.errors import ConfigError
 
@@ -89,45 +88,43 @@ def _fidelity(args: argparse.Namespace) -> int:
     lengths = None
     refits: list[dict[str, float]] = []
     if setup is not None:
-        from envs import evaluation as E
         from envs.fidelity import policy_agreement
+        from shopgym.app.reference import reference_policies
+        from shopgym.app.rollout import PolicyValue, value_policy
 
-        true_sim = world_simulator(setup, backend="true", shoppers=args.shoppers)
-        scorers = {"random": (E.random_scorer, False), "popularity": (E.popularity_scorer, False),
-                   "cosine": (E.cosine_scorer, False), "logging": (E.logging_scorer(setup.world), True),
-                   "oracle-greedy": (E.oracle_scorer(setup.world), False)}
+        true_sim = built.with_backend("true")
+        agents = reference_policies(setup.world, train, true_sim)
 
-        def run_policies(sim: Any) -> dict[str, Any]:
+        def run_policies(sim: Any) -> dict[str, PolicyValue]:
             """Every reference policy's value in ``sim`` (same sessions and seed for every simulator)."""
-            return {name: E.run_sessions(sim, scorer, args.sessions, seed=args.seed, name=name, slots_scorer=slots)
-                    for name, (scorer, slots) in scorers.items()}
+            return {name: value_policy(sim, agent, args.sessions, seed=args.seed, name=name)
+                    for name, agent in agents.items()}
 
         truth = run_policies(true_sim)
-        reference = run_policies(world_simulator(setup, backend="segment", shoppers=args.shoppers))
-        runs: list[dict[str, Any]] = []
+        reference = run_policies(built.with_backend("segment"))
+        runs: list[dict[str, PolicyValue]] = []
         evidence: list[float | None] = []
         for refit in range(args.refits):
-            fitted_model = model if refit == 0 else fit_response_model(
-                train, space, replace(fit, seed=fit.seed + refit), progress=True)
+            fitted_model = model if refit == 0 else response_model(  # each refit is cached like the first fit
+                inputs, replace(spec, fit=replace(fit, seed=fit.seed + refit), model=None))[0]
             ll = ((fitted_model.report or {}).get("latent_classes") or {}).get("log_likelihood")
             evidence.append(None if ll is None else float(ll))
-            fitted_sim = world_simulator(setup, backend="fitted", model=fitted_model, shoppers=args.shoppers)
+            fitted_sim = world_simulator(setup, inputs.env, backend="fitted", model=fitted_model,
+                                         shoppers=spec.shoppers)  # type: ignore[arg-type]
             runs.append(run_policies(fitted_sim))
-            if refit == 0:
-                lengths = E.session_lengths(fitted_sim, E.logging_scorer(setup.world), args.sessions,
-                                            seed=args.seed, slots_scorer=True)
-        true_values = np.array([truth[name].reward_per_session for name in scorers])
+        lengths = runs[0]["logging"].session_pages  # the logging policy's sessions in the first fitted simulator
+        true_values = np.array([truth[name].reward_per_session for name in agents])
         for refit, run in enumerate(runs):
-            values = np.array([run[name].reward_per_session for name in scorers])
+            values = np.array([run[name].reward_per_session for name in agents])
             tau, mare = policy_agreement(true_values, values)
             row = {"seed": float(fit.seed + refit), "kendall_tau": tau, "mean_abs_relative_error": mare,
-                   **{name: float(v) for name, v in zip(scorers, values, strict=True)}}
+                   **{name: float(v) for name, v in zip(agents, values, strict=True)}}
             refit_evidence = evidence[refit]
             if refit_evidence is not None:
                 row["log_likelihood"] = refit_evidence
             refits.append(row)
         policies = []
-        for name in scorers:
+        for name in agents:
             fitted = np.array([run[name].reward_per_session for run in runs])
             se = np.array([run[name].reward_se for run in runs])
             policies.append({"policy": name, "true": truth[name].reward_per_session, "true_se": truth[name].reward_se,
