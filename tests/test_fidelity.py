@@ -43,9 +43,10 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
                    "--fit", "class_restarts=1",
                    "--out", str(out)])  # restarts are tested in test_latent.py
     assert status == 0
-    assert {p.name for p in out.iterdir()} >= {"fidelity.md", "fidelity.json", "ctr_by_position.png",
-                                               "response_model"}
+    assert {p.name for p in out.iterdir()} >= {"fidelity.md", "fidelity.json", "ctr_by_position.png"}
     report = json.loads((out / "fidelity.json").read_text())
+    # the model it used is the fit cache's entry, fingerprinted: `--model` gives it back without fitting
+    assert (Path(report["settings"]["model"]) / "fingerprint.json").is_file()
     rows = report["ctr_by_position"]
     assert [r["position"] for r in rows] == list(range(1, 11))
     for r in rows:
