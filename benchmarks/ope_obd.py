@@ -12,7 +12,7 @@ from the *other* policy's log. Protocol (as in obp's ``examples/obd/evaluate_off
 * obp's published figures for BTS evaluated on the random log, campaign "all", small sample:
   DM 0.180 +- 0.115, IPW 0.333 +- 0.350, DR 0.304 +- 0.348 (logistic-regression reward model).
 
-What we do differently from obp (see docs/ope.md):
+What we do differently from obp (see docs/notes/ope-validation.md):
 
 * the BTS evaluation policy. obp simulates BTS from its stored ZOZOTOWN Beta prior, which gives one
   fixed, context-free distribution per (item, position). We do not use obp's prior files. The

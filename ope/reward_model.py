@@ -149,7 +149,7 @@ class LinearRewardModel:
         penalty is :math:`\lambda \lVert\beta\rVert^2` on everything but :math:`\beta_0`; the logistic
         fit uses Newton's method. With one-hot items, a rarely logged item's effect is shrunk towards
         the *unweighted* average item on the link scale: with sparse clicks and many zero-click items
-        that average can sit far below the overall CTR (see docs/ope.md, OBD study), where the
+        that average can sit far below the overall CTR (see docs/notes/ope-validation.md, OBD study), where the
         per-cell means of :class:`CellMeanModel` shrink towards the overall mean instead.
 
     Args:

@@ -62,7 +62,7 @@ def test_logistic_model_recovers_per_action_context_effects() -> None:
 def test_rare_items_are_shrunk_towards_the_average_item() -> None:
     # item 0 dominates the log with CTR 0.5; items 1-4 are rare with CTR 0.1; item 5 is never logged.
     # An unseen item gets the (penalised) average *item*, about (0.5 + 4 * 0.1) / 5 on the link scale,
-    # not the row-weighted CTR 0.46: the behaviour docs/ope.md discusses for the OBD study.
+    # not the row-weighted CTR 0.46: the behaviour docs/notes/ope-validation.md discusses for the OBD study.
     action = np.r_[np.zeros(900, int), np.repeat(np.arange(1, 5), 25)]
     reward = np.r_[np.tile([1.0, 0.0], 450), np.tile(np.r_[1.0, np.zeros(9)], 10)]
     log = BanditLog(reward=reward, action=action, n_actions=6)

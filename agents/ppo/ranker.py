@@ -89,7 +89,8 @@ class PPORanker(RankingPolicy):
         gamma: discount per page, in [0, 1].
         gae_lambda: GAE lambda, in [0, 1].
         clip_range: PPO ratio clip, > 0. The ratio is that of a whole ranking, a product of K per-slot
-            ratios, so the usual 0.2 freezes learning at K = 10 (measured in docs/agents.md): default 0.5.
+            ratios, so the usual 0.2 freezes learning at K = 10 (measured in
+            docs/notes/agents-measurements.md): default 0.5.
         ent_coef: weight of the entropy estimate, >= 0.
         vf_coef: value-loss weight, >= 0.
         max_grad_norm: gradient-norm clip, > 0.

@@ -44,7 +44,8 @@ class FitConfig:
         class_restarts: EM runs of the latent-class model from different initialisations; the one with the
             highest log-likelihood of the training logs is kept (each run costs a full class fit). 3 by default:
             on the built-in world, before the query-relevance curve, one run scored MARE 14.4% in the fidelity
-            report and 3 runs 12.3%, for a fit of about 220 s instead of 80 s (``docs/simulator.md``).
+            report and 3 runs 12.3%, for a fit of about 220 s instead of 80 s
+            (``docs/notes/simulator-fidelity.md``).
         seed: torch seed.
         threads: torch threads (None: torch's default).
     """
