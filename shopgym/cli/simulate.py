@@ -144,10 +144,3 @@ def _fidelity(args: argparse.Namespace) -> int:
     print(report.to_markdown())
     print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, ctr_by_position.png")
     return 0
-
-
-def default_cache_dir() -> Path:
-    """Embedding cache folder: $SHOPGYM_CACHE, else ~/.cache/shopgym."""
-    import os
-
-    return Path(os.environ.get("SHOPGYM_CACHE", Path.home() / ".cache" / "shopgym"))
