@@ -65,9 +65,9 @@ def _run(args: argparse.Namespace) -> int:
     reused = FIT_CALLS["count"] == fits
     save_fitted(model, fingerprint, out, extra={"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
     seconds = time.perf_counter() - started
-    where = "reused from the fit cache" if reused else "fitted"
-    print(f"{where} in {seconds:.1f} s: {fingerprint.train_rows:,} training rows, {fingerprint.n_items:,} items, "
-          f"encoder {fingerprint.encoder['identity']}")
+    where = "reused the fit cache's model" if reused else "fitted the response model"
+    print(f"{where} ({seconds:.1f} s with the logs and item vectors): {fingerprint.train_rows:,} training rows, "
+          f"{fingerprint.n_items:,} items, encoder {fingerprint.encoder['identity']}")
     print(f"wrote {out} (fingerprint {fingerprint.key}; cache entry {cached})")
     print(f"use it with: shopgym compare model={out} ...   or   shopgym simulate fidelity ... --model {out}")
     return 0
