@@ -69,5 +69,6 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{where} ({seconds:.1f} s with the logs and item vectors): {fingerprint.train_rows:,} training rows, "
           f"{fingerprint.n_items:,} items, encoder {fingerprint.encoder['identity']}")
     print(f"wrote {out} (fingerprint {fingerprint.key}; cache entry {cached})")
-    print(f"use it with: shopgym compare model={out} ...   or   shopgym simulate fidelity ... --model {out}")
+    print(f"use it with the same data and options: shopgym compare ... model={out}, "
+          f"shopgym simulate fidelity ... --model {out}")
     return 0
