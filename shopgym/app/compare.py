@@ -33,7 +33,7 @@ from envs.build import BuiltSimulator
 from envs.core import Simulator
 from envs.synthetic import SyntheticWorld
 from shopgym.app.config import backend_name as config_backend_name
-from shopgym.app.config import simulator_spec
+from shopgym.app.config import seed_list, simulator_spec
 from shopgym.app.rollout import RunTrace, run_agent
 from shopgym.data import LoggedData
 from shopgym.data.io import atomic_write, write_json
@@ -200,10 +200,26 @@ def to_markdown(table: pd.DataFrame, *, backend: str | None = None, agreement: A
         cells += [_cell(row[c], row[f"{c}_ci95"]) for c in cols[1:]]
         lines.append(f"| {row['agent']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
     text = head + "\n".join(lines) + "\n"
+    if len(table) and int(table["seeds"].max()) < 2:
+        text += ("\nOne seed: no 95% intervals (an interval over seeds needs at least 2; e.g. seeds=3 runs seeds "
+                 "0, 1, 2).\n")
     if agreement is not None:
         text += (f"\nSimulator vs true world over {agreement.n_agents} agents (cumulative reward): Kendall tau "
                  f"{agreement.kendall_tau:.2f}, mean absolute relative error "
                  f"{agreement.mean_abs_relative_error:.1%}.\n")
+    defined = [("cumulative_reward", "sum over the online steps of the mean page reward (reward: env.reward weights)"),
+               *([("true_cumulative_reward", "the same agent, seeds and sessions run against the true shoppers"),
+                  ("error", "(simulated - true) / true")] if has_truth else []),
+               ("final_reward", "mean page reward over the last 20% of the steps"),
+               ("ctr", "clicks per shown slot"), ("purchase_rate", "purchases per shown slot"),
+               ("cumulative_regret", "summed (oracle page value - shown page value) under the true model (built-in "
+                "world only)"),
+               ("ndcg", "NDCG@K of the shown ranking against the true item values (built-in world only)"),
+               ("coverage", "share of the catalog shown at least once"),
+               ("diversity", "mean pairwise cosine distance of a page's items"),
+               ("s/run", "wall seconds per agent and seed")]
+    text += "\nColumns: mean ± half-width of the 95% Student-t interval over seeds.\n" + "".join(
+        f"* {name}: {meaning}\n" for name, meaning in defined)
     return text
 
 
@@ -266,7 +282,7 @@ def run_agents(cfg: DictConfig, names: list[str], prep: Prepared, out: Path, *, 
 
     traces: list[RunTrace] = []
     skipped: dict[str, str] = {}
-    jobs = [(seed, name) for seed in cfg.seeds for name in names]
+    jobs = [(seed, name) for seed in seed_list(cfg.seeds) for name in names]
     with blas_threads(cfg.get("blas_threads", 1)):
         for seed, name in tqdm(jobs, desc=desc, disable=not cfg.progress):
             if name in skipped:
@@ -328,6 +344,7 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
     seeds and sessions): the table then holds, per agent, its simulated and true cumulative reward, and
     ``results.md`` the agreement (Kendall tau, mean absolute relative error over agents).
     """
+    seed_list(cfg.seeds)  # bad seeds fail before the logs are made
     out = Path(out or Path.cwd())
     out.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_yaml(cfg, resolve=True)

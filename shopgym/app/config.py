@@ -215,6 +215,10 @@ def compose_run(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 def one_line(exc: BaseException) -> str:
     """Hydra's / OmegaConf's multi-line message as one line (without its "+key" and type-dump lines)."""
     text = str(exc) + ("\n" + str(exc.__cause__) if exc.__cause__ is not None else "")
+    if "Could not override 'agent'" in text or "Could not load 'agent/" in text:
+        return ("agents are not chosen with `agent=`: every agent under `agents` runs; pick some with "
+                "only=[name,...] (e.g. only=[linucb,random]), or add one with +agent@agents.NAME=CONFIG "
+                "(the configs are the files of conf/agent/)")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     kept = [line for line in lines if not line.startswith(("To append", "full_key", "object_type",
                                                            "reference_type", "Available options"))]
@@ -233,3 +237,38 @@ def data_overrides(data: Path | str | None, source_format: str | None = None) ->
     if group is None:
         raise ConfigError(f"--format must be folder, obd or online-retail, got {kind!r}")
     return [f"data={group}", f"data.path={Path(data)}"]
+
+
+def seed_list(value: Any) -> list[int]:
+    """The ``seeds`` option as a list: a list of non-negative ints, or a count N >= 1 meaning [0, ..., N-1].
+
+    Raises:
+        ConfigError: naming the option, what it accepts and what was given.
+    """
+    from omegaconf import ListConfig
+
+    accepted = "a list of non-negative integers (seeds=[0,1,2]) or a count >= 1 (seeds=3: seeds 0, 1, 2)"
+    if isinstance(value, bool):
+        raise ConfigError(f"`seeds` must be {accepted}, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"`seeds` must be {accepted}, got {value}")
+        return list(range(value))
+    items = list(value) if isinstance(value, ListConfig | list | tuple) else None
+    if not items or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in items):
+        raise ConfigError(f"`seeds` must be {accepted}, got {value!r}")
+    return [int(s) for s in items]
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Check a composed run config before any heavy work: seeds, agent names and the simulator options.
+
+    Raises:
+        ConfigError: the first problem, naming the key and the accepted values.
+    """
+    seed_list(cfg.seeds)
+    if cfg.only is not None:
+        unknown = [str(n) for n in cfg.only if str(n) not in cfg.agents]
+        if unknown:
+            raise ConfigError(f"`only` names unknown agents {unknown}; configured: {list(cfg.agents)}")
+    simulator_spec(cfg, encoder="(checked when built)")  # data kind and path, backend, shoppers, model folder

@@ -64,11 +64,11 @@ def overrides_of(argv: Sequence[str]) -> list[str]:
 
 
 def compose_error(overrides: Sequence[str]) -> str | None:
-    """One line saying why ``overrides`` do not compose (unknown group option, wrong type...), else None."""
-    from shopgym.app.config import compose_run
+    """One line saying why ``overrides`` do not compose or do not check (wrong type, bad seeds...), else None."""
+    from shopgym.app.config import check_run, compose_run
 
     try:
-        compose_run(list(overrides))
+        check_run(compose_run(list(overrides)))
     except ShopgymError as exc:
         return str(exc)
     return None

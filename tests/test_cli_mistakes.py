@@ -1,0 +1,58 @@
+"""A user's mistakes on the command line: each is one line on stderr, exit 2, no traceback, nothing written.
+
+One row per case: (command line, words the message must contain). The corpus grows by one row per new case.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from shopgym.cli import main
+
+CASES = [
+    (["compare", "seeds=-1"], ["`seeds` must be", "count >= 1", "got -1"]),
+    (["compare", "seeds=[0,-2]"], ["`seeds` must be", "non-negative"]),
+    (["compare", "seeds=0"], ["`seeds` must be", "got 0"]),
+    (["compare", "seeds=[0,x]"], ["`seeds` must be"]),
+    (["compare", "agent=nonexistent"], ["only=[", "+agent@agents.NAME=CONFIG"]),
+    (["compare", "only=[nope]"], ["`only` names unknown agents ['nope']", "linucb"]),
+    (["compare", "stepz=3"], ["stepz", "not in"]),
+    (["compare", "steps=abc"], ["steps", "Integer"]),
+    (["compare", "fit.class_restarts=x"], ["fit.class_restarts", "Integer"]),
+    (["compare", "encoder=nope"], ["encoder", "nope"]),
+    (["compare", "backend=truth"], ["`backend` must be one of", "'truth'"]),
+    (["compare", "shoppers=some"], ["`shoppers` must be one of", "'some'"]),
+    (["compare", "data=generic", "data.path=/no/such/logs"], ["data.path", "does not exist"]),
+    (["compare", "model=/no/such/model"], ["model=", "shopgym fit"]),
+    (["compare", "data=obd", "data.path=/no/such/obd", "backend=true"], ["backend='true'", "fitted"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_a_mistake_is_one_line_exit_2_and_writes_nothing(argv, words, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHOPGYM_CACHE", str(tmp_path / "cache"))
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.startswith("shopgym: error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, (word, err)
+    assert list(tmp_path.iterdir()) == [], "a mistake left files behind"
+
+
+def test_seeds_as_a_count_runs_that_many_seeds(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "experiment=quick", "backend=true", "seeds=2", "only=[random]", "steps=2",
+                 "progress=false", f"hydra.run.dir={tmp_path / 'run'}"]) == 0
+    report = (tmp_path / "run" / "results.md").read_text()
+    assert "| random |" in report and " ± " in report and "One seed" not in report
+    assert "* cumulative_reward: " in report and "* ndcg: " in report  # every column is defined
+
+
+def test_a_one_seed_run_says_why_its_intervals_are_empty(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "experiment=quick", "backend=true", "only=[random]", "steps=2", "progress=false",
+                 f"hydra.run.dir={tmp_path / 'run'}"]) == 0
+    assert "One seed: no 95% intervals" in (tmp_path / "run" / "results.md").read_text()
