@@ -49,6 +49,7 @@ def test_seeds_as_a_count_runs_that_many_seeds(tmp_path, monkeypatch) -> None:
     report = (tmp_path / "run" / "results.md").read_text()
     assert "| random |" in report and " ± " in report and "One seed" not in report
     assert "* cumulative_reward: " in report and "* ndcg: " in report  # every column is defined
+    assert "| random |" in (tmp_path / "run" / "compare.log").read_text()  # the log holds what was printed
 
 
 def test_a_one_seed_run_says_why_its_intervals_are_empty(tmp_path, monkeypatch) -> None:

@@ -18,6 +18,7 @@ TensorBoard tags (one run folder per agent and seed, ``tensorboard/<agent>/seed<
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from shopgym.app.rollout import RunTrace, run_agent
 from shopgym.data import LoggedData
 from shopgym.data.io import atomic_write, write_json
 from shopgym.errors import ConfigError, DataFormatError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -292,6 +295,7 @@ def run_agents(cfg: DictConfig, names: list[str], prep: Prepared, out: Path, *, 
             except DataFormatError as exc:  # the logs cannot support this agent (e.g. ALS without user ids)
                 skipped[name] = str(exc)
                 tqdm.write(f"skipping agent {name!r}: {exc}")
+                log.info("skipping agent %r: %s", name, exc)
                 continue
             writer = SummaryWriter(str(out / "tensorboard" / name / f"seed{seed}{tag}"))
             try:
@@ -381,9 +385,11 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
     curves = {f"{t.agent}/seed{t.seed}": {m: v.tolist() for m, v in t.steps.items()} for t in traces}
     write_json(curves, out / "curves.json")
     plot_curves(traces, out / "learning_curves.png")
+    done = (f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'learning_curves.png'}; "
+            f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     print(markdown)
-    print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'learning_curves.png'}; "
-          f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+    print(done)
+    log.info("%s\n%s", markdown, done)  # compare.log in the run folder (Hydra's file handler)
     return table
 
 
