@@ -36,6 +36,7 @@ import pandas as pd
 from envs.fitted import FitConfig, ResponseModel, fit_response_model
 from envs.space import ItemSpace
 from shopgym.data import LoggedData
+from shopgym.data.io import current_umask
 from shopgym.errors import ConfigError
 
 #: bumped whenever a change to the fitting code or the saved format makes older fits stale
@@ -159,7 +160,9 @@ def save_fitted(model: ResponseModel, fingerprint: Fingerprint, folder: str | Pa
             (tmp / name).write_text(content, encoding="utf-8")
         text = json.dumps(asdict(fingerprint), indent=2, sort_keys=True, default=str)
         (tmp / FINGERPRINT_FILE).write_text(text + "\n", encoding="utf-8")  # the completion marker: last
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's folder is private (0o700)
+        for written in tmp.iterdir():
+            os.chmod(written, 0o666 & ~current_umask())
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.{os.getpid()}.old")

@@ -57,3 +57,14 @@ def test_a_one_seed_run_says_why_its_intervals_are_empty(tmp_path, monkeypatch) 
     assert main(["compare", "experiment=quick", "backend=true", "only=[random]", "steps=2", "progress=false",
                  f"hydra.run.dir={tmp_path / 'run'}"]) == 0
     assert "One seed: no 95% intervals" in (tmp_path / "run" / "results.md").read_text()
+
+
+def test_written_files_get_the_users_normal_permissions(tmp_path) -> None:
+    import os
+    import stat
+
+    from shopgym.data.io import atomic_write, current_umask
+
+    target = tmp_path / "out.txt"
+    atomic_write(target, lambda tmp: tmp.write_text("x"))
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o666 & ~current_umask()

@@ -121,7 +121,9 @@ def find_table(directory: Path, stem: str) -> Path:
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
 
-    A failure inside ``write`` leaves any previous ``path`` untouched and removes the temporary file.
+    A failure inside ``write`` leaves any previous ``path`` untouched and removes the temporary file. The file
+    gets the user's normal permissions (``0o666`` less the umask, as ``open`` would give), not the private
+    ``0o600`` of a temporary file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -129,10 +131,18 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
