@@ -68,3 +68,40 @@ def test_written_files_get_the_users_normal_permissions(tmp_path) -> None:
     target = tmp_path / "out.txt"
     atomic_write(target, lambda tmp: tmp.write_text("x"))
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o666 & ~current_umask()
+
+
+def test_a_rerun_into_the_same_folder_resumes_without_duplicate_event_files(tmp_path, monkeypatch) -> None:
+    """A killed compare, rerun into its folder: finished agents are read back, the unfinished one restarts."""
+    import shutil
+
+    import pandas as pd
+
+    import shopgym.app.compare as job
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    args = ["compare", "experiment=quick", "backend=true", "seeds=[0]", "only=[random,cosine]", "steps=3",
+            "progress=false", f"hydra.run.dir={run}"]
+    assert main(args) == 0
+    first = pd.read_csv(run / "results.csv")
+    # as if killed while cosine ran: its trace missing, its events half written
+    (run / "traces" / "cosine-seed0.json").unlink()
+    calls: list[str] = []
+    real = job.run_agent
+
+    def counting(agent, *a, **k):
+        calls.append(agent.name)
+        return real(agent, *a, **k)
+
+    monkeypatch.setattr(job, "run_agent", counting)
+    assert main(args) == 0
+    assert calls == ["cosine"]  # random was read back
+    for name in ("random", "cosine"):
+        assert len(list((run / "tensorboard" / name / "seed0").glob("events.out.tfevents.*"))) == 1
+    again = pd.read_csv(run / "results.csv")
+    cols = ["agent", "cumulative_reward", "ctr", "ndcg", "cumulative_regret"]
+    pd.testing.assert_frame_equal(first[cols], again[cols])
+    # another config into the same folder is refused, nothing overwritten
+    assert main([*args[:-1], "steps=4", f"hydra.run.dir={run}"]) == 2
+    assert "steps: 3" in (run / "config.yaml").read_text()
+    shutil.rmtree(run)

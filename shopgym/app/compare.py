@@ -276,11 +276,16 @@ def wants_truth(cfg: DictConfig, prep: Prepared) -> bool:
 
 def run_agents(cfg: DictConfig, names: list[str], prep: Prepared, out: Path, *, tag: str = "",
                desc: str = "compare") -> tuple[list[RunTrace], dict[str, str]]:
-    """Run every agent of ``names`` over every seed in ``prep``'s simulator.
+    """Run every agent of ``names`` over every seed in ``prep``'s simulator; resume what a killed run finished.
 
-    TensorBoard goes under ``out/tensorboard/<agent>/seed<k><tag>``. Returns the traces and the agents
-    skipped, with the reason.
+    TensorBoard goes under ``out/tensorboard/<agent>/seed<k><tag>``. Each finished run's trace is saved as
+    ``out/traces/<agent>-seed<k><tag>.json`` (atomically, after its TensorBoard events are closed): a rerun
+    into the same folder reads the finished runs back instead of running them again, and restarts an
+    unfinished one from a clean TensorBoard folder, so no event file is duplicated. Returns the traces and
+    the agents skipped, with the reason.
     """
+    import shutil
+
     from torch.utils.tensorboard import SummaryWriter
 
     traces: list[RunTrace] = []
@@ -290,6 +295,10 @@ def run_agents(cfg: DictConfig, names: list[str], prep: Prepared, out: Path, *, 
         for seed, name in tqdm(jobs, desc=desc, disable=not cfg.progress):
             if name in skipped:
                 continue
+            done = out / "traces" / f"{name}-seed{seed}{tag}.json"
+            if done.is_file():
+                traces.append(read_trace(done))
+                continue
             try:
                 agent = make_agent(name, cfg.agents[name], prep, int(seed))
             except DataFormatError as exc:  # the logs cannot support this agent (e.g. ALS without user ids)
@@ -297,7 +306,9 @@ def run_agents(cfg: DictConfig, names: list[str], prep: Prepared, out: Path, *, 
                 tqdm.write(f"skipping agent {name!r}: {exc}")
                 log.info("skipping agent %r: %s", name, exc)
                 continue
-            writer = SummaryWriter(str(out / "tensorboard" / name / f"seed{seed}{tag}"))
+            events = out / "tensorboard" / name / f"seed{seed}{tag}"
+            shutil.rmtree(events, ignore_errors=True)  # an unfinished run's events: it starts again
+            writer = SummaryWriter(str(events))
             try:
                 trace = run_agent(agent, prep, steps=int(cfg.steps), batch_size=int(cfg.batch_size),
                                   seed=int(seed), writer=writer, log_every=int(cfg.log_every),
@@ -305,8 +316,31 @@ def run_agents(cfg: DictConfig, names: list[str], prep: Prepared, out: Path, *, 
             finally:
                 writer.close()
             trace.agent = name
+            write_json({"agent": name, "seed": int(seed), "seconds": trace.seconds,
+                        "steps": {m: v.tolist() for m, v in trace.steps.items()}}, done)
             traces.append(trace)
     return traces, skipped
+
+
+def read_trace(path: Path) -> RunTrace:
+    """A finished run's trace saved by :func:`run_agents`."""
+    import json
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return RunTrace(str(raw["agent"]), int(raw["seed"]),
+                        {m: np.asarray(v, dtype=np.float64) for m, v in raw["steps"].items()}, float(raw["seconds"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: unreadable trace of a finished run ({exc}); delete it to run that agent again") \
+            from exc
+
+
+def check_resumable(out: Path, resolved: str) -> None:
+    """Refuse to resume into ``out`` a run of another config (its finished traces would be mixed in)."""
+    saved = out / "config.yaml"
+    if (out / "traces").is_dir() and saved.is_file() and saved.read_text(encoding="utf-8") != resolved:
+        raise ConfigError(f"{out} holds a run of another config (its config.yaml differs); rerun into it only "
+                          "with the same options to resume, or choose another folder (hydra.run.dir=...)")
 
 
 @dataclass(frozen=True)
@@ -352,6 +386,7 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
     out = Path(out or Path.cwd())
     out.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    check_resumable(out, resolved)
     atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(resolved, encoding="utf-8"))
     names = list(cfg.agents) if cfg.only is None else [str(n) for n in cfg.only]
     unknown = [n for n in names if n not in cfg.agents]
