@@ -105,3 +105,22 @@ def test_a_rerun_into_the_same_folder_resumes_without_duplicate_event_files(tmp_
     assert main([*args[:-1], "steps=4", f"hydra.run.dir={run}"]) == 2
     assert "steps: 3" in (run / "config.yaml").read_text()
     shutil.rmtree(run)
+
+
+@pytest.mark.parametrize("argv", [
+    ["data", "generate", "--n-items", "50", "--n-users", "40", "--n-slots", "500"],
+    ["data", "convert", "--format", "generic", "{src}"],
+], ids=["generate", "convert"])
+def test_writing_over_a_dataset_folder_needs_force(argv, tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    src = tmp_path / "clicks.csv"
+    src.write_text("request_id,timestamp,position,item_id,clicked\nr1,2024-01-01,1,a,1\nr1,2024-01-01,2,b,0\n")
+    args = [a.replace("{src}", str(src)) for a in argv] + ["--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--force" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"] and (out / "mine.txt").read_text() == "keep"
+    assert main([*args, "--force"]) == 0
+    assert any(p.name.startswith("interactions.") for p in out.iterdir())

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from shopgym.data import LoggedData
+from shopgym.errors import ConfigError
 
 
 def register(commands: Any) -> None:
@@ -26,6 +27,7 @@ def register(commands: Any) -> None:
         "write the logs (with exact propensities) in the standard format.",
     )
     gen.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    gen.add_argument("--force", action="store_true", help="replace the dataset in an --out folder that is not empty")
     gen.add_argument("--seed", type=int, default=0, help="world and log seed (default: 0)")
     gen.add_argument("--n-items", type=int, default=2000, help="catalog size (default: 2000)")
     gen.add_argument("--n-users", type=int, default=5000, help="number of shoppers (default: 5000)")
@@ -65,6 +67,7 @@ def register(commands: Any) -> None:
     conv.add_argument("--format", dest="source_format", required=True,
                       choices=("obd", "online-retail", "generic"), help="source format")
     conv.add_argument("--out", required=True, type=Path, help="output folder")
+    conv.add_argument("--force", action="store_true", help="replace the dataset in an --out folder that is not empty")
     conv.add_argument("--items", type=Path, default=None, help="generic: items table (optional)")
     conv.add_argument("--map", action="append", default=[], metavar="SRC=STD",
                       help="generic: rename interactions column SRC to standard name STD (repeatable)")
@@ -75,9 +78,25 @@ def register(commands: Any) -> None:
     conv.set_defaults(handler=_convert)
 
 
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an ``--out`` that is a file, or a folder holding anything, unless ``force`` (before any work).
+
+    Raises:
+        ConfigError: naming the folder, what it holds and the way on (``--force`` or another folder).
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder; choose a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise ConfigError(f"--out {out}: the folder is not empty ({shown}); pass --force to replace the dataset "
+                          "in it, or choose another folder")
+
+
 def _generate(args: argparse.Namespace) -> int:
     from envs.synthetic import SyntheticWorld, WorldConfig, generate_logs
 
+    check_out(args.out, args.force)
     config = WorldConfig(seed=args.seed, n_items=args.n_items, n_users=args.n_users, n_slots=args.n_slots)
     started = time.perf_counter()
     logs = generate_logs(SyntheticWorld(config), progress=True)
@@ -110,6 +129,7 @@ def _convert(args: argparse.Namespace) -> int:
     from shopgym.adapters import convert
     from shopgym.adapters.generic import parse_mapping
 
+    check_out(args.out, args.force)
     kwargs: dict[str, Any] = {}
     if args.source_format == "generic":
         kwargs = {
