@@ -124,3 +124,16 @@ def test_writing_over_a_dataset_folder_needs_force(argv, tmp_path, monkeypatch, 
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"] and (out / "mine.txt").read_text() == "keep"
     assert main([*args, "--force"]) == 0
     assert any(p.name.startswith("interactions.") for p in out.iterdir())
+
+
+def test_mixed_time_zones_in_one_column_are_refused(tmp_path, capsys) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "items.csv").write_text("item_id,text\na,red shoe\nb,blue hat\n")
+    (folder / "interactions.csv").write_text(
+        "request_id,timestamp,position,item_id,clicked\n"
+        "r1,2024-01-01 10:00:00+00:00,1,a,1\nr1,2024-01-01 10:00:00+09:00,2,b,0\nr2,2024-01-02 10:00:00,1,a,0\n")
+    assert main(["data", "validate", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "interactions.csv" in err and "timestamp" in err and "mixed time zones" in err
+    assert "+0900" in err and "naive" in err and "Traceback" not in err

@@ -74,6 +74,27 @@ def _as_binary(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
     return values.astype("int8")
 
 
+#: a UTC offset ending a timestamp's text after its time of day: Z, +09:00, -0500, +09
+_OFFSET = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)\s*$"
+
+
+def _check_one_time_zone(text: pd.Series, source: str, column: str) -> None:
+    """Refuse a text column whose timestamps carry different UTC offsets, or mix offsets with naive times.
+
+    Naive times are read as UTC; beside ``+09:00`` times that silently moves them by hours (one request's
+    slots could span 9 hours), so the column must use one zone.
+    """
+    offsets = text.str.extract(_OFFSET, expand=False).str.replace(":", "", regex=False)
+    offsets = offsets.replace("Z", "+0000").where(offsets.str.len() != 3, offsets + "00").fillna("naive")
+    counts = offsets.value_counts()
+    if len(counts) > 1:
+        found = ", ".join(f"{n:,} {'naive (no offset)' if zone == 'naive' else 'at ' + zone}"
+                          for zone, n in counts.items())
+        _fail_if(offsets.ne(counts.index[0]).to_numpy(), source, column, f"timestamps in mixed time zones ({found})",
+                 "write every timestamp in one zone, UTC preferred (e.g. 2024-05-01 13:45:00+00:00); naive times "
+                 "are read as UTC")
+
+
 def _as_timestamp(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
     raw = frame[column]
     _fail_if(raw.isna(), source, column, "missing timestamps", "every shown slot needs a timestamp")
@@ -87,6 +108,7 @@ def _as_timestamp(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
         parsed = pd.to_datetime(raw, unit="s", utc=True, errors="coerce")
     else:
         text = raw.astype("string")
+        _check_one_time_zone(text, source, column)
         parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
         retry = parsed.isna()
         if retry.any():
