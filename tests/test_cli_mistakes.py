@@ -137,3 +137,15 @@ def test_mixed_time_zones_in_one_column_are_refused(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "interactions.csv" in err and "timestamp" in err and "mixed time zones" in err
     assert "+0900" in err and "naive" in err and "Traceback" not in err
+
+
+def test_titles_that_look_like_numbers_are_text(tmp_path, capsys) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "items.csv").write_text("item_id,text\na,3310\nb,007\n")
+    (folder / "interactions.csv").write_text(
+        "request_id,timestamp,position,item_id,clicked\nr1,2024-01-01 10:00:00,1,a,1\nr1,2024-01-01 10:00:00,2,b,0\n")
+    assert main(["data", "validate", str(folder)]) == 0
+    from shopgym.data import LoggedData
+
+    assert list(LoggedData.load(folder).items["text"]) == ["3310", "007"]

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from shopgym.data.schema import ID_COLUMNS, SUFFIXES
+from shopgym.data.schema import STRING_COLUMNS, SUFFIXES
 from shopgym.errors import DataFormatError
 
 #: exceptions a reader raises on a file that is not a readable table
@@ -43,11 +43,11 @@ def table_suffix(path: Path) -> str:
     )
 
 
-def read_table(path: str | Path, *, id_columns: Iterable[str] = ID_COLUMNS) -> pd.DataFrame:
+def read_table(path: str | Path, *, id_columns: Iterable[str] = STRING_COLUMNS) -> pd.DataFrame:
     """Read one Parquet or (gzipped) CSV table.
 
-    Id columns are read as strings so that ``"007"`` stays ``"007"`` and ids compare equal across
-    files of different formats.
+    Id columns (and the items' ``text``) are read as strings so that ``"007"`` stays ``"007"``, ids compare
+    equal across files of different formats, and a title such as ``3310`` stays text.
 
     Args:
         path: the file.

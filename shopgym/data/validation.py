@@ -88,7 +88,7 @@ def _check_one_time_zone(text: pd.Series, source: str, column: str) -> None:
     offsets = offsets.replace("Z", "+0000").where(offsets.str.len() != 3, offsets + "00").fillna("naive")
     counts = offsets.value_counts()
     if len(counts) > 1:
-        found = ", ".join(f"{n:,} {'naive (no offset)' if zone == 'naive' else 'at ' + zone}"
+        found = ", ".join(f"{n:,} {'naive (no offset)' if zone == 'naive' else f'at {zone}'}"
                           for zone, n in counts.items())
         _fail_if(offsets.ne(counts.index[0]).to_numpy(), source, column, f"timestamps in mixed time zones ({found})",
                  "write every timestamp in one zone, UTC preferred (e.g. 2024-05-01 13:45:00+00:00); naive times "
@@ -141,10 +141,7 @@ def validate_items(frame: pd.DataFrame, source: str = "items") -> pd.DataFrame:
     out[S.ITEM_ID] = _as_id(frame, S.ITEM_ID, source)
     _fail_if(out[S.ITEM_ID].duplicated(keep="first"), source, S.ITEM_ID, "duplicate item ids",
              "each item appears once in the items table")
-    text = frame[S.TEXT]
-    if not (pd.api.types.is_string_dtype(text) or pd.api.types.is_object_dtype(text)) and text.notna().any():
-        raise DataFormatError(source, f"text column has dtype {text.dtype}, expected strings", column=S.TEXT,
-                              hint="store titles/descriptions as text")
+    text = frame[S.TEXT]  # titles that look like numbers (model numbers) are text too
     out[S.TEXT] = text.astype("string").fillna("").str.strip()
     if S.PRICE in frame.columns:
         price = _as_number(frame, S.PRICE, source)
