@@ -26,6 +26,7 @@ from envs.fitted import FitConfig, ResponseModel, fit_response_model, session_co
 from envs.model_store import Fingerprint, fit_cached, load_fitted
 from envs.space import ItemSpace, UserTable
 from envs.synthetic import SyntheticWorld, WorldConfig, generate_logs
+from shopgym.checks import check_choice
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError
@@ -221,13 +222,6 @@ def fit_world(setup: WorldSetup, fit: FitConfig | None = None, progress: bool = 
 DATA_KINDS = ("synthetic", "folder", "obd", "online-retail")
 
 
-def check_choice_of(value: object, name: str, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``, else a :class:`ConfigError` naming the option and its choices."""
-    if value not in choices:
-        raise ConfigError(f"`{name}` must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return str(value)
-
-
 @dataclass(frozen=True)
 class SimulatorSpec:
     """Everything that decides a simulator; its defaults are the defaults of every shopgym command.
@@ -269,8 +263,8 @@ class SimulatorSpec:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        check_choice_of(self.data, "data.kind", DATA_KINDS)
-        check_choice_of(self.backend, "backend", WORLD_BACKENDS)
+        check_choice(self.data, "data.kind", DATA_KINDS)
+        check_choice(self.backend, "backend", WORLD_BACKENDS)
         check_shoppers(self.shoppers)
         if not 0.0 < float(self.test_fraction) < 1.0:
             raise ConfigError(f"`test_fraction` must be in (0, 1), got {self.test_fraction}")
@@ -317,7 +311,7 @@ def load_logs(kind: str, path: str | Path) -> LoggedData:
     """A user's logs: a folder in shopgym's format, or a raw OBD / Online Retail file through its adapter."""
     from shopgym.adapters import convert
 
-    check_choice_of(kind, "data.kind", DATA_KINDS[1:])
+    check_choice(kind, "data.kind", DATA_KINDS[1:])
     if kind == "folder":
         return LoggedData.load(Path(path))
     return convert(kind, Path(path))
@@ -408,7 +402,7 @@ class BuiltSimulator:
         """
         if self.inputs.setup is None:
             raise ConfigError("only the built-in synthetic world has a true backend to compare with")
-        check_choice_of(backend, "backend", WORLD_BACKENDS)
+        check_choice(backend, "backend", WORLD_BACKENDS)
         return world_simulator(self.inputs.setup, self.inputs.env, backend=backend,  # type: ignore[arg-type]
                                model=self.model, shoppers=self.spec.shoppers)  # type: ignore[arg-type]
 

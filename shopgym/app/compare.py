@@ -78,11 +78,12 @@ def backend_name(value: Any) -> str:
 
     On the command line Hydra reads ``backend=true`` as the boolean True (YAML), so that is accepted too.
     """
-    from envs.build import WORLD_BACKENDS, check_choice_of
+    from envs.build import WORLD_BACKENDS
+    from shopgym.checks import check_choice
 
     if isinstance(value, bool) and not value:
         raise ConfigError(f"`backend` must be one of {', '.join(map(repr, WORLD_BACKENDS))}, got {value!r}")
-    return check_choice_of(config_backend_name(value), "backend", WORLD_BACKENDS)
+    return check_choice(config_backend_name(value), "backend", WORLD_BACKENDS)
 
 
 def examination_estimate(train: LoggedData, slate_size: int) -> np.ndarray:
