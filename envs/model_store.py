@@ -148,10 +148,7 @@ def save_fitted(model: ResponseModel, fingerprint: Fingerprint, folder: str | Pa
     Raises:
         ConfigError: ``folder`` exists and is not a fitted model folder (nothing is overwritten).
     """
-    target = Path(folder)
-    if target.exists() and not (target / FINGERPRINT_FILE).is_file():
-        if not target.is_dir() or any(target.iterdir()):
-            raise ConfigError(f"{target}: exists and is not a fitted model folder; choose another --out")
+    target = check_model_target(folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
@@ -173,6 +170,19 @@ def save_fitted(model: ResponseModel, fingerprint: Fingerprint, folder: str | Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return target
+
+
+def check_model_target(folder: str | Path) -> Path:
+    """``folder`` as a place to save a model: missing, empty, or a fitted model folder (which is replaced).
+
+    Raises:
+        ConfigError: ``folder`` is a file, or a folder holding anything but a fitted model.
+    """
+    target = Path(folder)
+    if target.exists() and not (target / FINGERPRINT_FILE).is_file():
+        if not target.is_dir() or any(target.iterdir()):
+            raise ConfigError(f"{target}: exists and is not a fitted model folder; choose another --out")
     return target
 
 
