@@ -182,7 +182,7 @@ def test_the_shoppers_option_sets_whose_sessions_the_agents_serve(tmp_path, shop
 
     cfg = _compose(["experiment=quick", "backend=true", f"shoppers={shoppers}", "progress=false",
                     f"cache_dir={tmp_path / 'cache'}"])
-    sim = prepare(cfg, tmp_path / "run").sim
+    sim = prepare(cfg).sim
     rows = sim.source.sample(np.random.default_rng(0), 2000, 0.0).user  # -1: a shopper absent from the logs
     if shoppers == "logged":
         assert (rows >= 0).all()
@@ -197,7 +197,7 @@ def test_a_bad_shoppers_option_is_one_clear_message(tmp_path) -> None:
     cfg = _compose(["experiment=quick", "backend=true", "shoppers=some", "progress=false",
                     f"cache_dir={tmp_path / 'cache'}"])
     with pytest.raises(ConfigError, match="`shoppers` must be one of 'all', 'logged', got 'some'"):
-        prepare(cfg, tmp_path / "run")
+        prepare(cfg)
 
 
 # ---------------------------------------------------------------------- Hydra-native command

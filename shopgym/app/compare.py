@@ -19,7 +19,7 @@ TensorBoard tags (one run folder per agent and seed, ``tensorboard/<agent>/seed<
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,21 +98,11 @@ def examination_estimate(train: LoggedData, slate_size: int) -> np.ndarray:
     return np.minimum.accumulate(examination)
 
 
-def prepare(cfg: DictConfig, out: Path | None = None, *, backend: str | None = None) -> Prepared:
-    """Build the simulator the agents will run in (:func:`envs.build.build_simulator`; fitted at most once).
-
-    Args:
-        cfg: the composed run config.
-        out: unused (kept for callers that pass the run folder).
-        backend: override ``cfg.backend`` (e.g. "true" for the true-world run beside the fitted one).
-    """
-    del out
+def prepare(cfg: DictConfig) -> Prepared:
+    """Build the simulator the agents will run in (:func:`envs.build.build_simulator`; fitted at most once)."""
     from envs.build import build_simulator
 
-    spec = simulator_spec(cfg)
-    if backend is not None:
-        spec = replace(spec, backend=backend)
-    built = build_simulator(spec)
+    built = build_simulator(simulator_spec(cfg))
     return prepared_from(built, built.sim)
 
 
