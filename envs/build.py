@@ -232,7 +232,8 @@ class SimulatorSpec:
         world: the synthetic world (``data="synthetic"``).
         encoder: "minilm" (the packaged BERT model), "hashing", or an encoder object. Logs whose items have
             no text use :class:`~encoders.features.FeatureEncoder` whatever this says.
-        attribute_weight: weight of the item-attribute block appended to text embeddings (0: text only).
+        attribute_weight: weight of the item-attribute block appended to text embeddings (0: text only). Items
+            without text are embedded by their feature columns alone: no block is appended (it would repeat them).
         test_fraction: latest share of requests held out; the model is fitted on the rest.
         backend: who answers the simulated shoppers: "fitted" (the response model fitted on the training
             logs: the simulator proper, and the only choice for a user's logs), "true" (the synthetic world's
@@ -291,6 +292,7 @@ class SimulatorInputs:
         env: the env config, capped to the logs (slate size <= deepest logged position, candidates <= items).
         setup: the synthetic world's setup (None for a user's logs).
         encoder_identity: the identity of the encoder the space was built with.
+        attribute_weight: the weight of the attribute block the space was built with.
     """
 
     logs: LoggedData
@@ -300,6 +302,7 @@ class SimulatorInputs:
     env: EnvConfig
     setup: WorldSetup | None
     encoder_identity: str
+    attribute_weight: float
 
     @property
     def world(self) -> SyntheticWorld | None:
@@ -335,29 +338,31 @@ def simulator_inputs(spec: SimulatorSpec) -> SimulatorInputs:
         setup = setup_world(spec.world, encoder=encoder, attribute_weight=spec.attribute_weight,  # type: ignore[arg-type]
                             test_fraction=spec.test_fraction, cache_dir=spec.cache_dir, progress=spec.progress)
         return SimulatorInputs(setup.logs, setup.train, setup.test, setup.space, spec.env, setup,
-                               str(encoder.identity))
+                               str(encoder.identity), float(spec.attribute_weight))
     assert spec.data_path is not None
     logs = load_logs(spec.data, spec.data_path)
     train, test = logs.split_by_time(spec.test_fraction)
+    attribute_weight = float(spec.attribute_weight)
     if not bool((logs.items[S.TEXT].str.len() > 0).any()):
         from encoders.features import FeatureEncoder
 
-        encoder = FeatureEncoder()  # no titles to embed: the items' feature columns
+        encoder = FeatureEncoder()  # no titles to embed: the items' feature columns are the item vectors,
+        attribute_weight = 0.0  # and an attribute block would only repeat them
     queries = logs.interactions[S.QUERY].unique().tolist() if S.QUERY in logs.interactions else []
-    space = ItemSpace.build(logs.items, encoder, queries, attribute_weight=spec.attribute_weight,
+    space = ItemSpace.build(logs.items, encoder, queries, attribute_weight=attribute_weight,
                             show_progress=spec.progress)
     deepest = int(logs.interactions[S.POSITION].max())
     env = spec.env
     n_candidates = min(env.n_candidates, space.n_items)
     env = EnvConfig(**{**env.__dict__, "slate_size": min(env.slate_size, deepest, n_candidates),
                        "n_candidates": n_candidates})
-    return SimulatorInputs(logs, train, test, space, env, None, str(encoder.identity))
+    return SimulatorInputs(logs, train, test, space, env, None, str(encoder.identity), attribute_weight)
 
 
 def fingerprint_of(inputs: SimulatorInputs, spec: SimulatorSpec) -> Fingerprint:
     """The fingerprint of fitting ``spec.fit`` on ``inputs`` (see :mod:`envs.model_store`)."""
     return Fingerprint.of(inputs.train, inputs.space, test_fraction=spec.test_fraction,
-                          encoder_identity=inputs.encoder_identity, attribute_weight=spec.attribute_weight,
+                          encoder_identity=inputs.encoder_identity, attribute_weight=inputs.attribute_weight,
                           fit=spec.fit)
 
 

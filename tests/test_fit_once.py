@@ -155,8 +155,20 @@ def test_the_fingerprint_changes_with_the_data_split_encoder_and_fit_but_not_thr
     base = fingerprint_of(inputs, spec)
     assert fingerprint_of(inputs, replace(spec, fit=replace(spec.fit, threads=1))).key == base.key
     assert fingerprint_of(inputs, replace(spec, fit=replace(spec.fit, seed=1))).key != base.key
-    assert fingerprint_of(inputs, replace(spec, attribute_weight=0.5)).key != base.key
+    assert fingerprint_of(replace(inputs, attribute_weight=0.5), spec).key != base.key  # the weight the space used
     other_rows = replace(inputs, train=inputs.train.split_by_time(0.5)[0])
     moved = fingerprint_of(other_rows, spec)
     assert moved.key != base.key and moved.differences(base, include_fit=False)[0].startswith("data:")
     assert Fingerprint(**json.loads(json.dumps(base.__dict__))) == base
+
+
+def test_items_without_text_get_no_attribute_block(tmp_path) -> None:
+    """Their vectors already are their feature columns: an attribute block would repeat them."""
+    from envs.build import QuickWorld, SimulatorSpec, simulator_inputs
+    from envs.synthetic import SyntheticWorld, generate_logs
+    from shopgym.data import LoggedData
+
+    logs = generate_logs(SyntheticWorld(QuickWorld().config))
+    LoggedData(logs.items.assign(text=""), logs.interactions.drop(columns=["query"]), "no-text").save(tmp_path / "logs")
+    inputs = simulator_inputs(SimulatorSpec(data="folder", data_path=str(tmp_path / "logs"), encoder="hashing"))
+    assert inputs.attribute_weight == 0.0 and inputs.encoder_identity.startswith("features")
