@@ -227,8 +227,9 @@ def plot_curves(traces: list[RunTrace], path: Path, window: int = 10) -> None:
     has_regret = any(np.isfinite(t.steps["regret"]).all() for t in traces)
     fig, axes = plt.subplots(1, 2 if has_regret else 1, figsize=(13 if has_regret else 7, 4.5), squeeze=False)
     kernel = np.ones(window) / window
-    palette = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]  # 10 hue pairs: dark, then light
-    colours = list(palette[0::2]) + list(palette[1::2])
+    # 10 distinct hues; past 10 agents the hues repeat dashed, then dotted (a light shade of a hue was too close
+    # to its dark one: random and PPO were hard to tell apart)
+    colours = list(plt.get_cmap("tab10").colors)  # type: ignore[attr-defined]
     for n, agent in enumerate(dict.fromkeys(t.agent for t in traces)):
         colour, style = colours[n % len(colours)], ("-", "--", ":")[(n // len(colours)) % 3]
         runs = [t for t in traces if t.agent == agent]
