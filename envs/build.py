@@ -399,8 +399,10 @@ class BuiltSimulator:
     model_dir: Path | None
     spec: SimulatorSpec
 
-    def with_backend(self, backend: str) -> Simulator:
+    def with_backend(self, backend: str, model: ResponseModel | None = None) -> Simulator:
         """The same world, env and shoppers answered by another backend ("true", "segment" or "fitted").
+
+        ``model`` answers a "fitted" backend instead of the built model (e.g. a refit with another seed).
 
         Raises:
             ConfigError: not the synthetic world, or "fitted" without a fitted model.
@@ -409,7 +411,7 @@ class BuiltSimulator:
             raise ConfigError("only the built-in synthetic world has a true backend to compare with")
         check_choice(backend, "backend", WORLD_BACKENDS)
         return world_simulator(self.inputs.setup, self.inputs.env, backend=backend,  # type: ignore[arg-type]
-                               model=self.model, shoppers=self.spec.shoppers)  # type: ignore[arg-type]
+                               model=model or self.model, shoppers=self.spec.shoppers)  # type: ignore[arg-type]
 
 
 def build_simulator(spec: SimulatorSpec) -> BuiltSimulator:

@@ -33,8 +33,7 @@ from agents.base import RankingPolicy
 from envs.build import BuiltSimulator
 from envs.core import Simulator
 from envs.synthetic import SyntheticWorld
-from shopgym.app.config import backend_name as config_backend_name
-from shopgym.app.config import seed_list, simulator_spec
+from shopgym.app.config import backend_name, seed_list, simulator_spec
 from shopgym.app.rollout import RunTrace, run_agent
 from shopgym.data import LoggedData
 from shopgym.data.io import atomic_write, write_json
@@ -73,19 +72,6 @@ def blas_threads(limit: int | None) -> Any:
 
 
 # ---------------------------------------------------------------------- setup
-def backend_name(value: Any) -> str:
-    """The ``backend`` option as "true", "segment" or "fitted".
-
-    On the command line Hydra reads ``backend=true`` as the boolean True (YAML), so that is accepted too.
-    """
-    from envs.build import WORLD_BACKENDS
-    from shopgym.checks import check_choice
-
-    if isinstance(value, bool) and not value:
-        raise ConfigError(f"`backend` must be one of {', '.join(map(repr, WORLD_BACKENDS))}, got {value!r}")
-    return check_choice(config_backend_name(value), "backend", WORLD_BACKENDS)
-
-
 def examination_estimate(train: LoggedData, slate_size: int) -> np.ndarray:
     """(K,) examination estimates the agents get: from the logs' propensities, else 1/k; non-increasing."""
     from envs.fitted import examination_from_propensities

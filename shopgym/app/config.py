@@ -19,10 +19,11 @@ from typing import Any, Literal, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
 
-from envs.build import SimulatorSpec
+from envs.build import WORLD_BACKENDS, SimulatorSpec
 from envs.core import EnvConfig
 from envs.fitted import FitConfig
 from envs.synthetic import WorldConfig
+from shopgym.checks import check_choice
 from shopgym.errors import ConfigError
 
 _SCHEMAS: dict[type, type] = {}
@@ -159,12 +160,17 @@ def _frozen(cls: type, node: Any) -> Any:
 
 
 def backend_name(value: Any) -> str:
-    """The ``backend`` option as a name.
+    """The ``backend`` option as "true", "segment" or "fitted".
 
     Hydra reads ``backend=true`` as YAML's boolean True, which a string field then holds as "True": accepted.
+
+    Raises:
+        ConfigError: any other value, naming the option and its choices.
     """
+    if isinstance(value, bool) and not value:
+        check_choice(value, "backend", WORLD_BACKENDS)  # raises: False names no backend
     text = str(value)
-    return text.lower() if isinstance(value, bool) or text in ("True", "False") else text
+    return check_choice(text.lower() if text in ("True", "False") else text, "backend", WORLD_BACKENDS)
 
 
 def make_encoder_from(cfg: DictConfig) -> Any:

@@ -17,10 +17,10 @@ from omegaconf import DictConfig
 
 import conf
 from shopgym.app.config import register_configs
+from shopgym.cli import EXIT_INPUT_ERROR
 from shopgym.errors import ShopgymError
 
 CONF_DIR = str(Path(conf.__file__).resolve().parent)
-EXIT_INPUT_ERROR = 2
 #: Hydra flags after which the command line is not a plain run (nothing to pre-check)
 _NO_PRECHECK = ("-m", "--multirun", "-h", "--help", "--hydra-help", "-i", "--info", "--shell-completion", "-sc")
 #: Hydra flags that take a value

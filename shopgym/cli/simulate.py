@@ -62,7 +62,7 @@ def register(commands: Any) -> None:
 def _fidelity(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from envs.build import build_simulator, response_model, world_simulator
+    from envs.build import build_simulator, response_model
     from envs.fidelity import fidelity_report, write_report
     from shopgym.app.config import compose_run, data_overrides, simulator_spec
     from shopgym.errors import ConfigError
@@ -109,8 +109,7 @@ def _fidelity(args: argparse.Namespace) -> int:
                 inputs, replace(spec, fit=replace(fit, seed=fit.seed + refit), model=None))[0]
             ll = ((fitted_model.report or {}).get("latent_classes") or {}).get("log_likelihood")
             evidence.append(None if ll is None else float(ll))
-            fitted_sim = world_simulator(setup, inputs.env, backend="fitted", model=fitted_model,
-                                         shoppers=spec.shoppers)  # type: ignore[arg-type]
+            fitted_sim = built.with_backend("fitted", fitted_model)
             runs.append(run_policies(fitted_sim))
         lengths = runs[0]["logging"].session_pages  # the logging policy's sessions in the first fitted simulator
         true_values = np.array([truth[name].reward_per_session for name in agents])
