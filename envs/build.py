@@ -74,12 +74,7 @@ def make_encoder(name: str | TextEncoder | ItemEncoder,
     if name == "minilm":
         from encoders.bert import BertEncoder
 
-        encoder: TextEncoder = BertEncoder()
-        if cache_dir is not None:
-            from encoders.cache import CachedEncoder
-
-            encoder = CachedEncoder(encoder, cache_dir)
-        return encoder
+        return cached_encoder(BertEncoder(), cache_dir)
     raise ConfigError(f"unknown encoder {name!r}; use 'minilm', 'hashing' or pass an encoder object")
 
 
@@ -320,20 +315,17 @@ def load_logs(kind: str, path: str | Path) -> LoggedData:
     return convert(kind, Path(path))
 
 
-def _cached(encoder: TextEncoder | ItemEncoder, cache_dir: str | Path | None) -> TextEncoder | ItemEncoder:
-    """``encoder`` behind the on-disk embedding cache when it is a slow text encoder (BERT)."""
+def cached_encoder(encoder: TextEncoder | ItemEncoder, cache_dir: str | Path | None) -> TextEncoder | ItemEncoder:
+    """``encoder`` behind the on-disk embedding cache under ``cache_dir`` when it is BERT (slow); else as is."""
+    from encoders.bert import BertEncoder
     from encoders.cache import CachedEncoder
 
-    if cache_dir is None or isinstance(encoder, HashingEncoder | CachedEncoder) or not hasattr(encoder, "encode"):
-        return encoder
-    if type(encoder).__name__ != "BertEncoder":
-        return encoder
-    return CachedEncoder(encoder, cache_dir)  # type: ignore[arg-type]
+    return CachedEncoder(encoder, cache_dir) if cache_dir is not None and isinstance(encoder, BertEncoder) else encoder
 
 
 def simulator_inputs(spec: SimulatorSpec) -> SimulatorInputs:
     """Read or generate the logs, split them by time and build the item space."""
-    encoder = _cached(make_encoder(spec.encoder, spec.cache_dir), spec.cache_dir)
+    encoder = cached_encoder(make_encoder(spec.encoder, spec.cache_dir), spec.cache_dir)
     if spec.data == "synthetic":
         setup = setup_world(spec.world, encoder=encoder, attribute_weight=spec.attribute_weight,  # type: ignore[arg-type]
                             test_fraction=spec.test_fraction, cache_dir=spec.cache_dir, progress=spec.progress)
