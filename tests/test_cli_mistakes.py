@@ -80,7 +80,7 @@ def test_a_rerun_into_the_same_folder_resumes_without_duplicate_event_files(tmp_
 
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
-    args = ["compare", "experiment=quick", "backend=true", "seeds=[0]", "only=[random,cosine]", "steps=3",
+    args = ["compare", "experiment=quick", "backend=true", "seeds=[0]", "only=[random,cosine]", "steps=3", "jobs=1",
             "progress=false", f"hydra.run.dir={run}"]
     assert main(args) == 0
     first = pd.read_csv(run / "results.csv")
@@ -149,3 +149,49 @@ def test_titles_that_look_like_numbers_are_text(tmp_path, capsys) -> None:
     from shopgym.data import LoggedData
 
     assert list(LoggedData.load(folder).items["text"]) == ["3310", "007"]
+
+
+def _frames():
+    import pandas as pd
+
+    interactions = pd.DataFrame({"request_id": ["r1", "r1"], "timestamp": ["2024-01-01", "2024-01-01"],
+                                 "position": [1, 2], "item_id": ["a", "b"], "clicked": [1, 0]})
+    items = pd.DataFrame({"item_id": ["a", "b"], "text": ["café crème", "thé"]})
+    return interactions, items
+
+
+#: a file that is not what its name says: (how the interactions / items are written, words of the message)
+BAD_FILES = [
+    ("parquet named .csv", lambda i, t, d: (i.to_parquet(d / "interactions.csv"), t.to_csv(d / "items.csv")),
+     ["interactions.csv", "Parquet", "PAR1", "rename", ".parquet"]),
+    ("gzip named .csv", lambda i, t, d: (i.to_csv(d / "interactions.csv", compression="gzip"),
+                                         t.to_csv(d / "items.csv")),
+     ["interactions.csv", "gzip", ".csv.gz"]),
+    ("csv named .parquet", lambda i, t, d: (i.to_csv(d / "interactions.parquet"), t.to_csv(d / "items.csv")),
+     ["interactions.parquet", "not Parquet", "text", ".csv"]),
+    ("latin-1 csv", lambda i, t, d: (i.to_csv(d / "interactions.csv"), t.to_csv(d / "items.csv", encoding="latin-1")),
+     ["items.csv", "not UTF-8", "0xe9", "line 2", "Latin-1", "iconv"]),
+    ("utf-16 csv", lambda i, t, d: (i.to_csv(d / "interactions.csv"), t.to_csv(d / "items.csv", encoding="utf-16")),
+     ["items.csv", "UTF-16", "utf-8"]),
+    ("semicolon csv", lambda i, t, d: (i.to_csv(d / "interactions.csv", sep=";"), t.to_csv(d / "items.csv")),
+     ["interactions.csv", "separated by ';'", "no comma", "re-export"]),
+    ("tab-separated csv", lambda i, t, d: (i.to_csv(d / "interactions.csv", sep="\t"), t.to_csv(d / "items.csv")),
+     ["interactions.csv", "separated by a tab"]),
+]
+
+
+@pytest.mark.parametrize(("write", "words"), [c[1:] for c in BAD_FILES], ids=[c[0] for c in BAD_FILES])
+def test_a_file_that_is_not_what_its_name_says_is_named_truthfully(write, words, tmp_path, capsys) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    interactions, items = _frames()
+    write(interactions.set_index("request_id"), items.set_index("item_id"), folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for argv in (["data", "validate", str(folder)], ["data", "summary", str(folder)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("shopgym: error: ") and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err and "truncated or corrupted" not in err
+        for word in words:
+            assert word in err, (word, err)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

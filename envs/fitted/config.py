@@ -42,10 +42,11 @@ class FitConfig:
             query-item cosine on search pages (0: none; see :mod:`envs.latent`). A logit linear in the cosine
             predicted items far from the query 4-7x too often on the built-in worlds.
         class_restarts: EM runs of the latent-class model from different initialisations; the one with the
-            highest log-likelihood of the training logs is kept (each run costs a full class fit). 3 by default:
-            on the built-in world, before the query-relevance curve, one run scored MARE 14.4% in the fidelity
-            report and 3 runs 12.3%, for a fit of about 220 s instead of 80 s
-            (``docs/notes/simulator-fidelity.md``).
+            highest log-likelihood of the training logs is kept (each run costs a full class fit, about 60 s on
+            the built-in world). 1 by default: on the built-in world 3 runs scored a policy-value MARE of 8.5%
+            in the fidelity report against 9.7% for one run, but no better click log-loss (0.1712 vs 0.1708)
+            and no better agreement in ``shopgym compare`` (MARE 7.9% vs 7.6%), for a fit of about 190 s
+            instead of 70 s (``docs/notes/simulator-fidelity.md``); ``experiment=long`` uses 3.
         seed: torch seed.
         threads: torch threads (None: torch's default).
     """
@@ -67,7 +68,7 @@ class FitConfig:
     logged_rankings: bool = True
     shopper_deviation: int = 32
     relevance_knots: int = 12
-    class_restarts: int = 3
+    class_restarts: int = 1
     seed: int = 0
     threads: int | None = None
 

@@ -252,52 +252,106 @@ def wants_truth(cfg: DictConfig, prep: Prepared) -> bool:
     return possible if option is None else bool(option) and possible
 
 
-def run_agents(cfg: DictConfig, names: list[str], prep: Prepared, out: Path, *, tag: str = "",
-               desc: str = "compare") -> tuple[list[RunTrace], dict[str, str]]:
-    """Run every agent of ``names`` over every seed in ``prep``'s simulator; resume what a killed run finished.
+def run_agents(cfg: DictConfig, names: list[str], preps: dict[str, Prepared], out: Path
+               ) -> tuple[dict[str, list[RunTrace]], dict[str, str]]:
+    """Run every agent of ``names`` over every seed in each simulator of ``preps``; resume what a killed run finished.
+
+    ``preps`` maps a tag to a simulator: ``""`` the simulator compared, ``"-true"`` the true world. The runs
+    go to ``cfg.jobs`` worker processes (:func:`shopgym.app.jobs.run_parallel`; None: one per CPU); each uses
+    one torch thread and ``cfg.blas_threads`` BLAS threads and seeds torch with its seed, so the numbers do
+    not depend on ``jobs``.
 
     TensorBoard goes under ``out/tensorboard/<agent>/seed<k><tag>``. Each finished run's trace is saved as
     ``out/traces/<agent>-seed<k><tag>.json`` (atomically, after its TensorBoard events are closed): a rerun
     into the same folder reads the finished runs back instead of running them again, and restarts an
-    unfinished one from a clean TensorBoard folder, so no event file is duplicated. Returns the traces and
-    the agents skipped, with the reason.
+    unfinished one from a clean TensorBoard folder, so no event file is duplicated.
+
+    Returns:
+        The traces per tag (in the order of ``names`` and the seeds) and the agents skipped, with the reason.
     """
+    from shopgym.app.jobs import run_parallel, worker_count
+
+    seeds = seed_list(cfg.seeds)
+    jobs = [RunJob(name, int(seed), tag) for tag in preps for seed in seeds for name in names]
+    done: dict[RunJob, RunTrace] = {}
+    for job in jobs:
+        path = out / "traces" / f"{job.key}.json"
+        if path.is_file():
+            done[job] = read_trace(path)
+    skipped: dict[str, str] = {}
+
+    def on_result(job: RunJob, result: RunTrace | str, seconds: float) -> None:
+        if isinstance(result, str):  # the logs cannot support this agent (e.g. ALS without user ids)
+            if job.name not in skipped:
+                skipped[job.name] = result
+                tqdm.write(f"skipping agent {job.name!r}: {result}")
+                log.info("skipping agent %r: %s", job.name, result)
+            return
+        write_json({"agent": job.name, "seed": job.seed, "seconds": result.seconds,
+                    "steps": {m: v.tolist() for m, v in result.steps.items()}}, out / "traces" / f"{job.key}.json")
+        done[job] = result
+        log.info("finished %s: cumulative reward %.2f in %.1f s", job.label, float(result.steps["reward"].sum()),
+                 result.seconds)
+
+    todo = [job for job in jobs if job not in done]
+    block = cfg.get("blas_threads", 1)
+    blas_threads(block)  # checks the option before any run
+
+    def execute(job: RunJob, report: Any) -> RunTrace | str:
+        return _execute_run(job, cfg, preps[job.tag], out, report, block)
+
+    run_parallel(todo, execute, on_result, workers=worker_count(cfg.get("jobs"), len(todo)),
+                 kind=lambda job: (job.name, job.tag), label=lambda job: job.label, desc="compare",
+                 progress=bool(cfg.progress))
+    traces = {tag: [done[job] for job in jobs if job.tag == tag and job in done] for tag in preps}
+    return traces, skipped
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One run of ``shopgym compare``: an agent, a seed and a world (tag ``""``: the simulator; ``"-true"``)."""
+
+    name: str
+    seed: int
+    tag: str = ""
+
+    @property
+    def key(self) -> str:
+        """The run's file stem, ``<agent>-seed<k><tag>``."""
+        return f"{self.name}-seed{self.seed}{self.tag}"
+
+    @property
+    def label(self) -> str:
+        """What the progress line says."""
+        return f"{self.name} seed {self.seed} ({'true world' if self.tag == '-true' else 'simulator'})"
+
+
+def _execute_run(job: RunJob, cfg: DictConfig, prep: Prepared, out: Path, report: Any,
+                 block: int | None) -> RunTrace | str:
+    """One run (in a worker process or inline): the trace, or why the logs cannot support the agent."""
     import shutil
 
+    import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    traces: list[RunTrace] = []
-    skipped: dict[str, str] = {}
-    jobs = [(seed, name) for seed in seed_list(cfg.seeds) for name in names]
-    with blas_threads(cfg.get("blas_threads", 1)):
-        for seed, name in tqdm(jobs, desc=desc, disable=not cfg.progress):
-            if name in skipped:
-                continue
-            done = out / "traces" / f"{name}-seed{seed}{tag}.json"
-            if done.is_file():
-                traces.append(read_trace(done))
-                continue
-            try:
-                agent = make_agent(name, cfg.agents[name], prep, int(seed))
-            except DataFormatError as exc:  # the logs cannot support this agent (e.g. ALS without user ids)
-                skipped[name] = str(exc)
-                tqdm.write(f"skipping agent {name!r}: {exc}")
-                log.info("skipping agent %r: %s", name, exc)
-                continue
-            events = out / "tensorboard" / name / f"seed{seed}{tag}"
-            shutil.rmtree(events, ignore_errors=True)  # an unfinished run's events: it starts again
-            writer = SummaryWriter(str(events))
-            try:
-                trace = run_agent(agent, prep, steps=int(cfg.steps), batch_size=int(cfg.batch_size),
-                                  seed=int(seed), writer=writer, log_every=int(cfg.log_every),
-                                  progress=bool(cfg.progress))
-            finally:
-                writer.close()
-            trace.agent = name
-            write_json({"agent": name, "seed": int(seed), "seconds": trace.seconds,
-                        "steps": {m: v.tolist() for m, v in trace.steps.items()}}, done)
-            traces.append(trace)
-    return traces, skipped
+    from shopgym.checks import torch_threads
+
+    with torch_threads(1), blas_threads(block):
+        torch.manual_seed(job.seed)
+        try:
+            agent = make_agent(job.name, cfg.agents[job.name], prep, job.seed)
+        except DataFormatError as exc:
+            return str(exc)
+        events = out / "tensorboard" / job.name / f"seed{job.seed}{job.tag}"
+        shutil.rmtree(events, ignore_errors=True)  # an unfinished run's events: it starts again
+        writer = SummaryWriter(str(events))
+        try:
+            trace = run_agent(agent, prep, steps=int(cfg.steps), batch_size=int(cfg.batch_size), seed=job.seed,
+                              writer=writer, log_every=int(cfg.log_every), report=report)
+        finally:
+            writer.close()
+    trace.agent = job.name
+    return trace
 
 
 def read_trace(path: Path) -> RunTrace:
@@ -371,19 +425,19 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
     if unknown:
         raise ConfigError(f"`only` names unknown agents {unknown}; configured: {list(cfg.agents)}")
     prep = prepare(cfg)
-    truth_prep = None
+    preps = {"": prep}
     if wants_truth(cfg, prep):
         assert prep.built is not None
-        truth_prep = prepared_from(prep.built, prep.built.with_backend("true"))
+        preps["-true"] = prepared_from(prep.built, prep.built.with_backend("true"))
     backend = backend_name(cfg.backend)
-    traces, skipped = run_agents(cfg, names, prep, out, desc=f"compare ({backend} simulator)")
+    runs, skipped = run_agents(cfg, names, preps, out)
+    traces = runs[""]
     if not traces:
         raise ConfigError("no agent could run on these logs: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     table = summarise(traces)
     agreement = None
-    if truth_prep is not None:
-        true_traces, _ = run_agents(cfg, [n for n in names if n not in skipped], truth_prep, out, tag="-true",
-                                    desc="compare (true world)")
+    if "-true" in runs:
+        true_traces = runs["-true"]
         table, agreement = with_truth(table, summarise(true_traces))
         write_json({f"{t.agent}/seed{t.seed}": {m: v.tolist() for m, v in t.steps.items()} for t in true_traces},
                    out / "curves_true.json")

@@ -116,7 +116,7 @@ class RunSchema:
     #: agents to run (None: every agent under ``agents``)
     only: Optional[list[str]] = None  # noqa: UP045
     seeds: Any = field(default_factory=lambda: [0, 1, 2])
-    steps: int = 250
+    steps: int = 100
     batch_size: int = 64
     backend: str = _spec_default("backend")
     shoppers: str = _spec_default("shoppers")
@@ -129,6 +129,8 @@ class RunSchema:
     cache_dir: str = "${oc.env:SHOPGYM_CACHE,${oc.env:HOME}/.cache/shopgym}"
     test_fraction: float = _spec_default("test_fraction")
     blas_threads: Optional[int] = 1  # noqa: UP045
+    #: worker processes for the runs (None: one per CPU this process may use); the numbers do not depend on it
+    jobs: Optional[int] = None  # noqa: UP045
     log_every: int = 5
     progress: bool = True
 
@@ -273,6 +275,10 @@ def check_run(cfg: DictConfig) -> None:
         ConfigError: the first problem, naming the key and the accepted values.
     """
     seed_list(cfg.seeds)
+    if cfg.get("jobs") is not None:
+        from shopgym.app.jobs import worker_count
+
+        worker_count(cfg.jobs, 1)
     if cfg.only is not None:
         unknown = [str(n) for n in cfg.only if str(n) not in cfg.agents]
         if unknown:

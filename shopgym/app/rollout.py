@@ -16,8 +16,9 @@ Shapes: ``B`` live sessions, ``N`` candidates, ``K`` slots.
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -323,21 +324,29 @@ def _ndcg(values: np.ndarray, slots: np.ndarray) -> np.ndarray:
 
 
 def run_agent(agent: RankingPolicy, prep: RunSetup, *, steps: int, batch_size: int, seed: int,
-              writer: Any | None = None, log_every: int = 5, progress: bool = False) -> RunTrace:
+              writer: Any | None = None, log_every: int = 5, progress: bool = False,
+              report: Callable[[float], None] | None = None) -> RunTrace:
     """Run ``agent`` online for ``steps`` batched page steps and record the per-step metrics.
 
     ``batch_size`` live sessions (a :class:`~envs.rerank.ReRankVectorEnv` seeded with ``seed``) each get a
     page per step, ranked with the generator ``default_rng([seed, 7])``; the agent learns from every page.
+    ``report(fraction)`` (optional) is told the share done after every step; an agent trained on the simulator
+    first (PPO) counts its training pages as ``steps`` more steps.
     """
     sim = prep.sim
     started = time.perf_counter()
     train = getattr(agent, "learn", None)
     curve = None
-    if callable(train) and not agent.learns_online:
+    trains_first = callable(train) and not agent.learns_online
+    units = 2 * steps if trains_first else steps
+    if trains_first:
         # trained on the simulator first (e.g. PPO), on as many pages as the online learners see;
         # its reward per step below is this training curve, the other metrics are the trained policy's
+        extra: dict[str, Any] = {}
+        if report is not None and "callback" in inspect.signature(train).parameters:
+            extra["callback"] = _training_progress(lambda pages: report(pages / (batch_size * units)))
         train(sim, total_timesteps=steps * batch_size, seed=seed,
-              tensorboard_log=None if writer is None else str(Path(writer.log_dir) / "sb3"))
+              tensorboard_log=None if writer is None else str(Path(writer.log_dir) / "sb3"), **extra)
         pages = np.asarray(agent.curve.timesteps, dtype=np.float64)  # type: ignore[attr-defined]
         values = np.asarray(agent.curve.reward_per_page, dtype=np.float64)  # type: ignore[attr-defined]
         if len(values):
@@ -379,7 +388,23 @@ def run_agent(agent: RankingPolicy, prep: RunSetup, *, steps: int, batch_size: i
             if truth is not None:
                 writer.add_scalar("eval/cumulative_regret", trace["regret"][t], t)
                 writer.add_scalar("eval/ndcg", trace["ndcg"][t], t)
+        if report is not None:
+            report((units - steps + t + 1) / units)
     return RunTrace(agent.name, seed, trace, time.perf_counter() - started)
+
+
+def _training_progress(report: Callable[[int], None]) -> Any:
+    """A Stable-Baselines3 callback calling ``report(pages trained so far)`` after every rollout."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class TrainingProgress(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            report(int(self.num_timesteps))
+
+    return TrainingProgress()
 
 
 def true_candidate_values(sim: Simulator, truth: TrueWorldBackend, state: PageState,

@@ -16,7 +16,7 @@ def register(commands: Any) -> None:
     sub = sim.add_subparsers(dest="simulate_command", metavar="SUBCOMMAND", required=True)
     fid = sub.add_parser(
         "fidelity", help="fidelity report: fitted simulator vs held-out logs",
-        description="Fit on the earlier part of a log and compare with the later part: CTR by position with 95%% "
+        description="Fit on the earlier part of a log and compare with the later part: CTR by position with 95% "
         "CIs, click log-loss and AUC vs a popularity baseline, purchase rate, session-length distance, and on "
         "the synthetic world the true vs simulated value of several policies. Writes fidelity.md, "
         "fidelity.json and ctr_by_position.png.",

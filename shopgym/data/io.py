@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import os
@@ -65,6 +66,7 @@ def read_table(path: str | Path, *, id_columns: Iterable[str] = STRING_COLUMNS) 
     suffix = table_suffix(path)
     if path.stat().st_size == 0:
         raise DataFormatError(str(path), "the file is empty (0 bytes)", hint="re-export the table")
+    sniff_table(path, suffix)
     ids = set(id_columns)
     try:
         if suffix == ".parquet":
@@ -81,6 +83,8 @@ def read_table(path: str | Path, *, id_columns: Iterable[str] = STRING_COLUMNS) 
             )
     except pd.errors.EmptyDataError as exc:
         raise DataFormatError(str(path), "the file has no header and no rows", hint="re-export the table") from exc
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from exc
     except _READ_ERRORS as exc:
         raise DataFormatError(
             str(path),
@@ -90,6 +94,76 @@ def read_table(path: str | Path, *, id_columns: Iterable[str] = STRING_COLUMNS) 
     if len(frame) == 0:
         raise DataFormatError(str(path), "the table has a header but no rows", hint="check the export")
     return frame.reset_index(drop=True)
+
+
+#: what a file's first bytes say it is
+_PARQUET_MAGIC, _GZIP_MAGIC = b"PAR1", b"\x1f\x8b"
+#: CSV separators recognised in a header, and their names
+_SEPARATORS = {",": "','", ";": "';'", "\t": "a tab", "|": "'|'"}
+
+
+def sniff_table(path: Path, suffix: str) -> None:
+    """Check that the first bytes of ``path`` are what its suffix says, before a reader guesses wrong.
+
+    Parquet starts with ``PAR1`` and gzip with ``1f 8b``; a CSV must be UTF-8 text whose header is separated
+    by commas. The error says what was found instead: a Parquet file named ``.csv``, a gzip file named ``.csv``,
+    a CSV in another encoding (Latin-1 / Windows-1252, UTF-16), a header separated by ``;``, a tab or ``|``.
+
+    Raises:
+        DataFormatError: naming the file, what its suffix promised and what its bytes are.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    found = "Parquet" if head.startswith(_PARQUET_MAGIC) else "gzip" if head.startswith(_GZIP_MAGIC) else "text"
+    wanted = {".parquet": "Parquet", ".csv.gz": "gzip", ".csv": "text"}[suffix]
+    if found != wanted:
+        what = {"Parquet": "a Parquet file (it starts with the Parquet magic bytes PAR1)",
+                "gzip": "gzip-compressed (it starts with the gzip bytes 1f 8b)",
+                "text": "not Parquet (no PAR1 magic bytes): it looks like text" if suffix == ".parquet"
+                else "not gzip-compressed (no 1f 8b bytes): it looks like text"}[found]
+        right = {"Parquet": ".parquet", "gzip": ".csv.gz", "text": ".csv"}[found]
+        raise DataFormatError(str(path), f"named {suffix} but {what}",
+                              hint=f"rename it with the suffix its content has ({right})")
+    if suffix == ".parquet":
+        return
+    if suffix == ".csv.gz":
+        try:
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(1 << 16)
+        except (OSError, EOFError, zlib.error):
+            return  # the reader reports the damaged stream
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataFormatError(str(path), "the CSV is UTF-16 text (it starts with a UTF-16 byte-order mark)",
+                              hint="save it as UTF-8 (e.g. iconv -f utf-16 -t utf-8 IN > OUT)")
+    try:
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc, head) from None
+    header = text.split("\n", 1)[0]
+    if "," not in header:
+        counts = {sep: header.count(sep) for sep in _SEPARATORS if sep != ","}
+        sep = max(counts, key=lambda k: counts[k])
+        if counts[sep]:
+            raise DataFormatError(
+                str(path), f"the CSV header is separated by {_SEPARATORS[sep]} ({counts[sep]} of them, no comma)",
+                hint="shopgym reads comma-separated CSV: re-export with ',' as the separator, or save as Parquet")
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError, head: bytes | None = None) -> DataFormatError:
+    """The error for a CSV that is not UTF-8: the first bad byte, where it is, and the likely encoding.
+
+    ``head``: the file's first bytes that ``exc`` was raised on (None: the reader's own chunk, somewhere later).
+    """
+    bad = f"byte 0x{exc.object[exc.start]:02x}" if exc.object else "a byte"
+    if head is not None:
+        line = head[:exc.start].count(b"\n") + 1
+        where = f"{bad} at offset {exc.start} (line {line})"
+    else:
+        where = f"{bad} past the first 64 KB"
+    return DataFormatError(
+        str(path), f"the CSV is not UTF-8 text: {where} is not valid UTF-8; it looks like a single-byte "
+        "encoding such as Latin-1 / Windows-1252",
+        hint="save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 IN > OUT, or pandas' to_csv(encoding='utf-8'))")
 
 
 def _ids_to_string(series: pd.Series) -> pd.Series:
