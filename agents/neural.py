@@ -38,7 +38,7 @@ from agents._checks import check_bool, check_choice, check_float, check_int, che
 from agents.base import Ranking, RankingContext, deterministic_topk
 from agents.linear import LinearBandit
 from agents.ridge import ItemBias
-from shopgym.checks import torch_threads
+from shopgym.threads import torch_threads
 from shopgym.errors import ConfigError
 
 

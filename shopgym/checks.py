@@ -19,8 +19,7 @@ Two families:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any, Literal
 
@@ -42,7 +41,6 @@ __all__ = [
     "check_scalar",
     "check_shape",
     "check_sums_to_one",
-    "torch_threads",
 ]
 
 
@@ -282,19 +280,3 @@ def check_probabilities(
                 f"`{name}` must not hold missing (NaN) values ({meaning}); {_found(arr, nan)}"
             )
     check_in_range(arr, name, 0.0, 1.0, low_inclusive=allow_zero, meaning=meaning, error=error)
-
-
-@contextmanager
-def torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run the block with ``num_threads`` torch intra-op threads (restored afterwards); None leaves torch alone."""
-    if num_threads is None:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

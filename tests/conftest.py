@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as every shopgym command: see shopgym.threads
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

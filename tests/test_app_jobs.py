@@ -106,5 +106,20 @@ def test_compare_gives_the_same_numbers_on_one_worker_and_on_two(tmp_path, monke
         assert main(["compare", "experiment=quick", "backend=true", "seeds=[0,1]", "only=[random,linucb,ppo]",
                      "steps=6", f"jobs={jobs}", "progress=false", f"hydra.run.dir={run}"]) == 0
         tables.append(pd.read_csv(run / "results.csv").drop(columns=["seconds", "seconds_ci95"], errors="ignore"))
-        assert "finished ppo seed 1 (simulator)" in (run / "compare.log").read_text()
+        assert "finished ppo seed 1 (true world)" in (run / "compare.log").read_text()
     pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
+def test_the_command_line_makes_torch_threads_sleep_before_torch_loads() -> None:
+    """Spinning OpenMP threads made the fit 7x slower beside two busy processes (shopgym.threads)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import sys, os, shopgym.cli; print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "PASSIVE"]
+    kept = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                          capture_output=True, text=True, check=True).stdout
+    assert kept.split() == ["False", "ACTIVE"]  # the user's own setting wins

@@ -22,7 +22,7 @@ from envs.latent import (
     logged_rankings,
 )
 from envs.space import ItemSpace
-from shopgym.checks import torch_threads
+from shopgym.threads import torch_threads
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError, DataFormatError

@@ -272,7 +272,9 @@ def run_agents(cfg: DictConfig, names: list[str], preps: dict[str, Prepared], ou
     from shopgym.app.jobs import run_parallel, worker_count
 
     seeds = seed_list(cfg.seeds)
-    jobs = [RunJob(name, int(seed), tag) for tag in preps for seed in seeds for name in names]
+    backend = backend_name(cfg.backend)
+    worlds = {"": "true world" if backend == "true" else f"{backend} simulator", "-true": "true world"}
+    jobs = [RunJob(name, int(seed), tag, worlds[tag]) for tag in preps for seed in seeds for name in names]
     done: dict[RunJob, RunTrace] = {}
     for job in jobs:
         path = out / "traces" / f"{job.key}.json"
@@ -314,6 +316,8 @@ class RunJob:
     name: str
     seed: int
     tag: str = ""
+    #: what the progress line and the log call the world the run is in
+    world: str = "simulator"
 
     @property
     def key(self) -> str:
@@ -323,7 +327,7 @@ class RunJob:
     @property
     def label(self) -> str:
         """What the progress line says."""
-        return f"{self.name} seed {self.seed} ({'true world' if self.tag == '-true' else 'simulator'})"
+        return f"{self.name} seed {self.seed} ({self.world})"
 
 
 def _execute_run(job: RunJob, cfg: DictConfig, prep: Prepared, out: Path, report: Any,
@@ -334,7 +338,7 @@ def _execute_run(job: RunJob, cfg: DictConfig, prep: Prepared, out: Path, report
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from shopgym.checks import torch_threads
+    from shopgym.threads import torch_threads
 
     with torch_threads(1), blas_threads(block):
         torch.manual_seed(job.seed)

@@ -19,7 +19,6 @@ running run's rest. It is shown as ``?`` until one run of any kind has reported 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue as queue_module
 import time
 import traceback
@@ -31,20 +30,13 @@ from typing import Any, Generic, TypeVar
 from tqdm.auto import tqdm
 
 from shopgym.errors import ConfigError, ShopgymError
+from shopgym.threads import available_cpus
 
 J = TypeVar("J", bound=Hashable)
 R = TypeVar("R")
 
 #: ``report(fraction)``: a run's progress in [0, 1]
 Report = Callable[[float], None]
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where that is unknown)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not Linux
-        return max(os.cpu_count() or 1, 1)
 
 
 def worker_count(jobs: Any, n_runs: int) -> int:

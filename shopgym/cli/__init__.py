@@ -10,11 +10,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from shopgym.cli import data as data_cmd
-from shopgym.cli import fit as fit_cmd
-from shopgym.cli import ope as ope_cmd
-from shopgym.cli import simulate as simulate_cmd
-from shopgym.errors import ShopgymError
+from shopgym.threads import passive_omp_waits
+
+passive_omp_waits()  # before any subcommand imports torch: no spinning threads on a busy machine
+
+from shopgym.cli import data as data_cmd  # noqa: E402
+from shopgym.cli import fit as fit_cmd  # noqa: E402
+from shopgym.cli import ope as ope_cmd  # noqa: E402
+from shopgym.cli import simulate as simulate_cmd  # noqa: E402
+from shopgym.errors import ShopgymError  # noqa: E402
 
 EXIT_INPUT_ERROR = 2
 
