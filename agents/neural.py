@@ -38,8 +38,8 @@ from agents._checks import check_bool, check_choice, check_float, check_int, che
 from agents.base import Ranking, RankingContext, deterministic_topk
 from agents.linear import LinearBandit
 from agents.ridge import ItemBias
-from shopgym.threads import torch_threads
 from shopgym.errors import ConfigError
+from shopgym.threads import torch_threads
 
 
 class NeuralLinearRanker(LinearBandit):

@@ -1,9 +1,20 @@
 """A user's mistakes on the command line: each is one line on stderr, exit 2, no traceback, nothing written.
 
-One row per case: (command line, words the message must contain). The corpus grows by one row per new case.
+The corpus is a few tables; a new case is one row in one of them:
+
+* ``CASES``: a bad option (command line, words the message must contain);
+* ``BAD_FILES``: a table file that is not what its name says (how it is written, words of the message);
+* ``UNWRITABLE``: an output folder that cannot be written (command line, the option the message names),
+  each blocked by a file and by a permission;
+
+then the cases that need more than a row: resuming a killed run, writing over a dataset, mixed time zones,
+titles that look like numbers, file permissions. The data validator's own corpus (30+ malformed logs) is
+``tests/test_data_validation.py``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -94,7 +105,7 @@ def test_a_rerun_into_the_same_folder_resumes_without_duplicate_event_files(tmp_
         return real(agent, *a, **k)
 
     monkeypatch.setattr(job, "run_agent", counting)
-    assert main(args) == 0
+    assert main([*args, "progress=true"]) == 0  # a speed-only option may change
     assert calls == ["cosine"]  # random was read back
     for name in ("random", "cosine"):
         assert len(list((run / "tensorboard" / name / "seed0").glob("events.out.tfevents.*"))) == 1
@@ -195,3 +206,60 @@ def test_a_file_that_is_not_what_its_name_says_is_named_truthfully(write, words,
         for word in words:
             assert word in err, (word, err)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+#: an output folder that cannot be written: (command line with {bad}, the option the message names)
+UNWRITABLE = [
+    (["compare", "experiment=quick", "hydra.run.dir={bad}"], "hydra.run.dir"),
+    (["data", "generate", "--out", "{bad}"], "--out"),
+    (["data", "convert", "--format", "generic", "{src}", "--out", "{bad}"], "--out"),
+    (["ope", "{data}", "--policy", "random", "--out", "{bad}"], "--out"),
+    (["fit", "--out", "{bad}", "experiment=quick"], "--out"),
+    (["simulate", "fidelity", "--out", "{bad}"], "--out"),
+]
+
+
+@pytest.mark.parametrize("blocked_by", ["a file", "no permission"])
+@pytest.mark.parametrize(("argv", "option"), UNWRITABLE, ids=[" ".join(c[0][:2]) for c in UNWRITABLE])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(argv, option, blocked_by, tmp_path,
+                                                                             monkeypatch, capsys) -> None:
+    import os
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHOPGYM_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "clicks.csv"
+    src.write_text("request_id,timestamp,position,item_id,clicked,propensity\n"
+                   "r1,2024-01-01,1,a,1,0.5\nr1,2024-01-01,2,b,0,0.5\n")
+    data = tmp_path / "logs"
+    data.mkdir()
+    (data / "items.csv").write_text("item_id,text\na,red shoe\nb,blue hat\n")
+    src.rename(data / "interactions.csv")
+    if blocked_by == "a file":
+        (tmp_path / "blocker").write_text("a file where a folder should be")
+        bad = tmp_path / "blocker" / "out"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        bad = locked / "out"
+        if os.geteuid() == 0:  # root may write in any folder: make the folder refuse as a read-only mount would
+            import tempfile
+
+            real = tempfile.mkstemp
+
+            def refusing(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own keyword
+                if dir is not None and Path(dir) == locked:
+                    raise PermissionError(13, "Permission denied", str(dir))
+                return real(*args, dir=dir, **kwargs)
+
+            monkeypatch.setattr(tempfile, "mkstemp", refusing)
+    args = [a.replace("{bad}", str(bad)).replace("{src}", str(data / "interactions.csv")).replace("{data}", str(data))
+            for a in argv]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    started = time.perf_counter()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shopgym: error: ") and len(err.strip().splitlines()) == 1, err
+    assert option in err and str(bad) in err and "Traceback" not in err
+    assert time.perf_counter() - started < 10, "the folder must be checked before the work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -18,9 +18,9 @@ from agents.base import Feedback, PolicyInputError, Ranking, RankingContext, Ran
 from agents.ppo.encoder import ACTIVATIONS, _check_sizes, observation_from_context
 from agents.ppo.policy import PlackettLucePolicy
 from envs.core import EXTRA_FEATURES, Simulator
-from shopgym.threads import torch_threads
 from shopgym.errors import ConfigError
 from shopgym.numeric import plackett_luce_log_prob, plackett_luce_sample
+from shopgym.threads import torch_threads
 
 
 # ---------------------------------------------------------------------- training curve

@@ -22,11 +22,11 @@ from envs.latent import (
     logged_rankings,
 )
 from envs.space import ItemSpace
-from shopgym.threads import torch_threads
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError, DataFormatError
 from shopgym.numeric import logistic_newton, principal_directions
+from shopgym.threads import torch_threads
 
 SESSION_GAP_SECONDS = 30 * 60
 

@@ -371,10 +371,25 @@ def read_trace(path: Path) -> RunTrace:
             from exc
 
 
-def check_resumable(out: Path, resolved: str) -> None:
-    """Refuse to resume into ``out`` a run of another config (its finished traces would be mixed in)."""
+#: run options that change neither what is run nor its numbers: a rerun may change them and still resume
+SPEED_ONLY_KEYS = ("jobs", "progress")
+
+
+def check_resumable(out: Path, cfg: DictConfig) -> None:
+    """Refuse to resume into ``out`` a run of another config (its finished traces would be mixed in).
+
+    The configs are compared without :data:`SPEED_ONLY_KEYS`.
+    """
     saved = out / "config.yaml"
-    if (out / "traces").is_dir() and saved.is_file() and saved.read_text(encoding="utf-8") != resolved:
+    if not ((out / "traces").is_dir() and saved.is_file()):
+        return
+
+    def essential(node: Any) -> Any:
+        data = OmegaConf.to_container(node, resolve=True)
+        assert isinstance(data, dict)
+        return {k: v for k, v in data.items() if k not in SPEED_ONLY_KEYS}
+
+    if essential(OmegaConf.load(saved)) != essential(cfg):
         raise ConfigError(f"{out} holds a run of another config (its config.yaml differs); rerun into it only "
                           "with the same options to resume, or choose another folder (hydra.run.dir=...)")
 
@@ -422,7 +437,7 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
     out = Path(out or Path.cwd())
     out.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    check_resumable(out, resolved)
+    check_resumable(out, cfg)
     atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(resolved, encoding="utf-8"))
     names = list(cfg.agents) if cfg.only is None else [str(n) for n in cfg.only]
     unknown = [n for n in names if n not in cfg.agents]

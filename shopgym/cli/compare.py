@@ -74,11 +74,31 @@ def compose_error(overrides: Sequence[str]) -> str | None:
     return None
 
 
+def run_dir_of(argv: Sequence[str]) -> Path:
+    """The run folder a plain ``shopgym compare ARGS`` will write: ``hydra.run.dir=...``, else the default's parent."""
+    for arg in argv:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if sep and key == "hydra.run.dir":
+            return Path(value)
+    return Path("outputs/compare")  # conf/compare.yaml: outputs/compare/<time>
+
+
 def dispatch(argv: Sequence[str]) -> int:
-    """``shopgym compare ARGS``: check the overrides, then run the Hydra app on ARGS; returns the exit status."""
+    """``shopgym compare ARGS``: check the overrides and the run folder, then run the Hydra app on ARGS.
+
+    Returns:
+        The exit status.
+    """
+    from shopgym.data.io import check_writable_folder
+
     argv = list(argv)
     if not any(arg in _NO_PRECHECK for arg in argv):
         problem = compose_error(overrides_of(argv))
+        if problem is None and not any(arg.startswith("--cfg") or arg == "-c" for arg in argv):
+            try:
+                check_writable_folder(run_dir_of(argv), "hydra.run.dir")
+            except ShopgymError as exc:
+                problem = str(exc)
         if problem is not None:
             print(f"shopgym: error: {problem}", file=sys.stderr)
             return EXIT_INPUT_ERROR

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from shopgym.data import LoggedData
+from shopgym.data.io import check_writable_folder
 from shopgym.errors import ConfigError
 
 
@@ -86,6 +87,7 @@ def check_out(out: Path, force: bool) -> None:
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a folder; choose a folder")
+    check_writable_folder(out, "--out")
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if held and not force:
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")

@@ -48,12 +48,13 @@ def _run(args: argparse.Namespace) -> int:
     from envs.build import response_model, simulator_inputs
     from envs.model_store import FIT_CALLS, check_model_target, save_fitted
     from shopgym.app.config import compose_run, data_overrides, simulator_spec
+    from shopgym.data.io import check_writable_folder
 
     data, overrides = args.data, list(args.overrides)
     if data is not None and "=" in str(data) and not data.exists():  # argparse gave the first KEY=VALUE to DATA
         data, overrides = None, [str(args.data), *overrides]
     cfg = compose_run([*data_overrides(data, args.source_format), *overrides, "backend=fitted", "model=null"])
-    out = check_model_target(args.out)  # before any work
+    out = check_model_target(check_writable_folder(args.out, "--out"))  # before any work
     spec = replace(simulator_spec(cfg, progress=True), model=None)
     started = time.perf_counter()
     inputs = simulator_inputs(spec)

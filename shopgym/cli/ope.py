@@ -169,9 +169,13 @@ def _check_args(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     from shopgym.app.offline import evaluate_policy_on_logs
     from shopgym.data import LoggedData
-    from shopgym.data.io import atomic_write, write_json
+    from shopgym.data.io import atomic_write, check_writable_folder, write_json
 
     _check_args(args)
+    if args.out is not None:  # before any work: the estimates are not lost to an unwritable folder
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError(f"--out {args.out}: exists and is not a folder")
+        check_writable_folder(args.out, "--out")
     estimators = _estimators(args.estimators)
     t0 = time.perf_counter()
     data = LoggedData.load(args.data)
@@ -193,8 +197,6 @@ def _run(args: argparse.Namespace) -> int:
     print(markdown)
     if args.out is not None:
         out: Path = args.out
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out}: exists and is not a folder")
         frame = evaluation.report.to_frame()
         atomic_write(out / "results.csv", lambda tmp: frame.to_csv(tmp))
         header = f"<!-- shopgym ope {args.data} --policy {args.policy} ({seconds:.1f} s) -->\n"

@@ -65,10 +65,12 @@ def _fidelity(args: argparse.Namespace) -> int:
     from envs.build import build_simulator, response_model
     from envs.fidelity import fidelity_report, write_report
     from shopgym.app.config import compose_run, data_overrides, simulator_spec
+    from shopgym.data.io import check_writable_folder
     from shopgym.errors import ConfigError
 
     if args.refits < 1:
         raise ConfigError(f"--refits must be >= 1, got {args.refits}")
+    check_writable_folder(args.out, "--out")
     overrides = data_overrides(args.data, args.source_format if args.data is not None else None)
     options = {"test_fraction": args.test_fraction, "encoder": args.encoder, "model": args.model,
                "world.n_users": args.users, "world.n_slots": args.slots}

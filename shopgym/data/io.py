@@ -192,6 +192,37 @@ def find_table(directory: Path, stem: str) -> Path:
     return found[0]
 
 
+def check_writable_folder(folder: str | Path, what: str) -> Path:
+    """Check, before any work, that ``folder`` (existing or to be created) can be written; return it.
+
+    The nearest existing ancestor must be a folder in which a file can be created: a probe file is created
+    and removed there (a permission check alone is wrong for root on a read-only mount). Nothing is left behind.
+
+    Args:
+        folder: the output folder.
+        what: how the message names it (``"--out"``, ``"hydra.run.dir"``).
+
+    Raises:
+        ConfigError: naming ``what``, the folder, the ancestor that is a file or cannot be written, and why.
+    """
+    from shopgym.errors import ConfigError
+
+    folder = Path(folder)
+    probe = folder.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{what} {folder}: {probe} is a file, not a folder; choose another folder")
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".shopgym-write-check-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise ConfigError(f"{what} {folder}: cannot write in {probe} ({exc.strerror or exc}); choose a folder you "
+                          "can write to") from None
+    return folder
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
 
