@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +17,7 @@ import numpy as np
 from encoders._checks import check_texts
 from encoders.errors import ModelFolderError
 from shopgym.checks import check_choice, check_int
+from shopgym.threads import torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -143,22 +143,6 @@ def _hidden_size(folder: Path) -> int:
         f"`model_path` {str(folder)!r}: config.json has no positive `hidden_size` (or `dim`/`d_model`); "
         "is this an encoder model?"
     )
-
-
-@contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (None leaves it alone)."""
-    import torch
-
-    if num_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class BertEncoder:
@@ -300,7 +284,7 @@ class BertEncoder:
         self._load()
         tokenizer, model = self._tokenizer, self._model
         out = np.empty((len(items), self.dim), dtype=np.float32)
-        with _torch_threads(self.num_threads), torch.inference_mode(), tqdm(
+        with torch_threads(self.num_threads), torch.inference_mode(), tqdm(
             total=len(items), disable=not show, unit="text", desc="encoding", dynamic_ncols=True
         ) as bar:
             for start in range(0, len(items), SORT_WINDOW):
