@@ -40,7 +40,7 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     out = tmp_path / "fid"
     status = main(["simulate", "fidelity", "--encoder", "hashing", "--users", "300", "--slots", "30000",
                    "--sessions", "300", "--refits", "2", "--fit", "seed=3",
-                   "--fit", "class_restarts=1",
+                   "--fit", "class_restarts=1", "--fit", "class_epochs=20",
                    "--out", str(out)])  # restarts are tested in test_latent.py
     assert status == 0
     assert {p.name for p in out.iterdir()} >= {"fidelity.md", "fidelity.json", "ctr_by_position.png"}
@@ -68,7 +68,7 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     # by default the policies were valued on the shoppers of the training logs, and the markdown says so
     assert report["settings"]["command"]["shoppers"] == "logged"
     assert "Sessions of the shoppers of the training logs only" in (out / "fidelity.md").read_text()
-    assert "Fitting options: `class_restarts=1`, `seed=3`" in (out / "fidelity.md").read_text()
+    assert "Fitting options: `class_epochs=20`, `seed=3`" in (out / "fidelity.md").read_text()
     for name, p in policies.items():
         assert p["fitted"] == pytest.approx(np.mean([r[name] for r in refits]))
     assert refits[0]["random"] != refits[1]["random"]
