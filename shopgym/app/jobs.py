@@ -98,7 +98,7 @@ class Eta(Generic[J]):
         if times:
             return sum(times) / len(times)
         guesses = [(now - start) / fraction for other, (start, fraction) in self.running.items()
-                   if self.kind(other) == self.kind(job) and fraction >= 0.02]
+                   if self.kind(other) == self.kind(job) and fraction >= 0.05]
         return max(guesses) if guesses else None
 
     def remaining(self, queued: Sequence[J], now: float) -> float | None:
