@@ -62,13 +62,18 @@ def blas_threads(limit: int | None) -> Any:
     """
     from contextlib import nullcontext
 
-    if limit is None:
+    if check_blas_threads(limit) is None:
         return nullcontext()
     from threadpoolctl import threadpool_limits
 
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ConfigError(f"`blas_threads` must be an integer >= 1 or null, got {limit!r}")
     return threadpool_limits(limits=limit, user_api="blas")
+
+
+def check_blas_threads(limit: Any) -> int | None:
+    """The ``blas_threads`` option, checked (an integer >= 1 or None) without touching any thread pool."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"`blas_threads` must be an integer >= 1 or null, got {limit!r}")
+    return limit
 
 
 # ---------------------------------------------------------------------- setup
@@ -296,11 +301,10 @@ def run_agents(cfg: DictConfig, names: list[str], preps: dict[str, Prepared], ou
                  result.seconds)
 
     todo = [job for job in jobs if job not in done]
-    block = cfg.get("blas_threads", 1)
-    blas_threads(block)  # checks the option before any run
+    check_blas_threads(cfg.get("blas_threads", 1))  # before any run (applying it here would limit this process)
 
     def execute(job: RunJob, report: Any) -> RunTrace | str:
-        return _execute_run(job, cfg, preps[job.tag], out, report, block)
+        return _execute_run(job, cfg, preps[job.tag], out, report)
 
     run_parallel(todo, execute, on_result, workers=worker_count(cfg.get("jobs"), len(todo)),
                  kind=lambda job: (job.name, job.tag), label=lambda job: job.label, desc="compare",
@@ -330,8 +334,7 @@ class RunJob:
         return f"{self.name} seed {self.seed} ({self.world})"
 
 
-def _execute_run(job: RunJob, cfg: DictConfig, prep: Prepared, out: Path, report: Any,
-                 block: int | None) -> RunTrace | str:
+def _execute_run(job: RunJob, cfg: DictConfig, prep: Prepared, out: Path, report: Any) -> RunTrace | str:
     """One run (in a worker process or inline): the trace, or why the logs cannot support the agent."""
     import shutil
 
@@ -340,7 +343,7 @@ def _execute_run(job: RunJob, cfg: DictConfig, prep: Prepared, out: Path, report
 
     from shopgym.threads import torch_threads
 
-    with torch_threads(1), blas_threads(block):
+    with torch_threads(1), blas_threads(cfg.get("blas_threads", 1)):
         torch.manual_seed(job.seed)
         try:
             agent = make_agent(job.name, cfg.agents[job.name], prep, job.seed)

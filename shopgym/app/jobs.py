@@ -94,12 +94,7 @@ class Eta(Generic[J]):
 
     def expected(self, job: J, now: float) -> float | None:
         """Expected total seconds of ``job``, or None when nothing is known of its kind."""
-        times = self.finished.get(self.kind(job))
-        if times:
-            return sum(times) / len(times)
-        guesses = [(now - start) / fraction for other, (start, fraction) in self.running.items()
-                   if self.kind(other) == self.kind(job) and fraction >= 0.05]
-        return max(guesses) if guesses else None
+        return self._expected_kind(self.kind(job), now)
 
     def remaining(self, queued: Sequence[J], now: float) -> float | None:
         """Expected seconds until the queued and running jobs are done, or None when no cost is known yet."""
@@ -113,11 +108,13 @@ class Eta(Generic[J]):
         return max(work / max(self.workers, 1), max(rests, default=0.0))
 
     def _expected_kind(self, kind: Hashable, now: float) -> float | None:
-        for job in self.running:
-            if self.kind(job) == kind:
-                return self.expected(job, now)
+        """The mean of the finished runs of ``kind``; else its running runs' elapsed / fraction (>= 5% done)."""
         times = self.finished.get(kind)
-        return sum(times) / len(times) if times else None
+        if times:
+            return sum(times) / len(times)
+        guesses = [(now - start) / fraction for job, (start, fraction) in self.running.items()
+                   if self.kind(job) == kind and fraction >= 0.05]
+        return max(guesses) if guesses else None
 
     def next_job(self, queued: list[J], now: float) -> J:
         """The queued job to start next: the first of a kind with no estimate and none running, else the longest."""
@@ -125,10 +122,7 @@ class Eta(Generic[J]):
         for job in queued:
             if self.kind(job) not in self.finished and self.kind(job) not in busy:
                 return job
-        estimates = [self.expected(j, now) for j in queued]
-        known = [e for e in estimates if e is not None]
-        if not known:
-            return queued[0]
+        estimates = [self.expected(j, now) for j in queued]  # unknown ones last; ties: the first queued
         best = max(range(len(queued)), key=lambda i: (estimates[i] if estimates[i] is not None else -1.0, -i))
         return queued[best]
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from shopgym.data.schema import STRING_COLUMNS, SUFFIXES
-from shopgym.errors import DataFormatError
+from shopgym.errors import ConfigError, DataFormatError
 
 #: exceptions a reader raises on a file that is not a readable table
 _READ_ERRORS: tuple[type[BaseException], ...] = (
@@ -205,8 +205,6 @@ def check_writable_folder(folder: str | Path, what: str) -> Path:
     Raises:
         ConfigError: naming ``what``, the folder, the ancestor that is a file or cannot be written, and why.
     """
-    from shopgym.errors import ConfigError
-
     folder = Path(folder)
     probe = folder.absolute()
     while not probe.exists() and probe != probe.parent:
