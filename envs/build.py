@@ -242,6 +242,9 @@ class SimulatorSpec:
         env: the env's page, candidates and reward.
         cache_dir: embedding cache and fit cache (``<cache_dir>/models/<key>``); None: no caches.
         progress: progress bars.
+        test_path: another log of the same kind (another period or logging policy) to check against: the
+            model is then fitted on the whole of ``data_path`` and ``test`` is that log (``test_fraction`` is
+            not used).
     """
 
     data: str = "synthetic"
@@ -257,6 +260,7 @@ class SimulatorSpec:
     env: EnvConfig = field(default_factory=EnvConfig)
     cache_dir: str | Path | None = None
     progress: bool = False
+    test_path: str | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.data, "data.kind", DATA_KINDS)
@@ -272,6 +276,12 @@ class SimulatorSpec:
                 raise ConfigError(f"data.kind={self.data!r} needs data.path (the folder or file of the logs)")
             if not Path(self.data_path).exists():
                 raise ConfigError(f"data.path={str(self.data_path)!r} does not exist")
+        if self.test_path is not None:
+            if self.data == "synthetic":
+                raise ConfigError("--test (another log to check against) needs a DATA log of your own, not the "
+                                  "built-in world")
+            if not Path(self.test_path).exists():
+                raise ConfigError(f"--test {str(self.test_path)!r} does not exist")
         if self.model is not None and not Path(self.model).is_dir():
             raise ConfigError(f"model={str(self.model)!r} is not a folder; make one with "
                               "`shopgym fit DATA --out MODEL_DIR`")
@@ -333,7 +343,10 @@ def simulator_inputs(spec: SimulatorSpec) -> SimulatorInputs:
                                str(encoder.identity), float(spec.attribute_weight))
     assert spec.data_path is not None
     logs = load_logs(spec.data, spec.data_path)
-    train, test = logs.split_by_time(spec.test_fraction)
+    if spec.test_path is not None:  # fitted on the whole log, checked against another one
+        train, test = logs, load_logs(spec.data, spec.test_path)
+    else:
+        train, test = logs.split_by_time(spec.test_fraction)
     attribute_weight = float(spec.attribute_weight)
     if not bool((logs.items[S.TEXT].str.len() > 0).any()):
         from encoders.features import FeatureEncoder
@@ -355,7 +368,7 @@ def fingerprint_of(inputs: SimulatorInputs, spec: SimulatorSpec) -> Fingerprint:
     """The fingerprint of fitting ``spec.fit`` on ``inputs`` (see :mod:`envs.model_store`)."""
     return Fingerprint.of(inputs.train, inputs.space, test_fraction=spec.test_fraction,
                           encoder_identity=inputs.encoder_identity, attribute_weight=inputs.attribute_weight,
-                          fit=spec.fit)
+                          fit=spec.fit, split={"by": "none"} if spec.test_path is not None else None)
 
 
 def response_model(inputs: SimulatorInputs, spec: SimulatorSpec) -> tuple[ResponseModel, Path | None, Fingerprint]:

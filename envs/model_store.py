@@ -106,14 +106,17 @@ class Fingerprint:
 
     @classmethod
     def of(cls, train: LoggedData, space: ItemSpace, *, test_fraction: float, encoder_identity: str,
-           attribute_weight: float, fit: FitConfig) -> Fingerprint:
-        """The fingerprint of fitting ``fit`` on ``train`` in ``space``."""
+           attribute_weight: float, fit: FitConfig, split: dict[str, Any] | None = None) -> Fingerprint:
+        """The fingerprint of fitting ``fit`` on ``train`` in ``space``.
+
+        ``split`` says how ``train`` was cut from the logs (default: by time, ``test_fraction`` held out).
+        """
         h = hashlib.sha256()
         h.update(table_digest(train.interactions).encode())
         h.update(table_digest(train.items).encode())
         fit_fields = {k: v for k, v in asdict(fit).items() if k not in EXECUTION_ONLY}
         return cls(data=h.hexdigest(), train_rows=len(train.interactions), n_items=space.n_items,
-                   split={"by": "time", "test_fraction": float(test_fraction)},
+                   split=split or {"by": "time", "test_fraction": float(test_fraction)},
                    encoder={"identity": str(encoder_identity), "attribute_weight": float(attribute_weight),
                             "dim": int(space.dim)},
                    fit=fit_fields)

@@ -11,6 +11,7 @@ import envs
 from envs.build import QuickWorld, fit_world, setup_world, world_simulator
 from envs.core import EnvConfig, InvalidActionError, plackett_luce_log_prob
 from envs.fitted import FitConfig, ResponseModel
+from envs.fitted.model import shift_logit
 from envs.rerank import ReRankEnv, ReRankVectorEnv
 from shopgym.errors import ConfigError
 
@@ -271,9 +272,9 @@ def test_latent_classes_are_fitted_on_logs_with_users_and_survive_save_and_load(
     args = (rng.normal(size=(6, setup.space.dim)), setup.space.item_vecs[items], queries,
             np.arange(6) % 2 == 1, items, np.array([0, 1, 2, -1, 5, 10**6]))
     np.testing.assert_array_equal(model.predict(*args), loaded.predict(*args))
-    # the class mixture, not the MLP's click head, answers P(click | examined)
-    np.testing.assert_allclose(model.predict(*args)[..., 0],
-                               model.classes.attractiveness(args[1], args[2], args[3], items, args[5], args[0]))
+    # the class mixture, moved by the calibration's logit shift, not the MLP's click head, answers P(click | examined)
+    np.testing.assert_allclose(model.predict(*args)[..., 0], shift_logit(
+        model.classes.attractiveness(args[1], args[2], args[3], items, args[5], args[0]), model.attract_shift))
 
 
 def test_latent_classes_can_be_turned_off(setup) -> None:

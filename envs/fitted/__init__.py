@@ -46,6 +46,9 @@ The package splits along three seams: :mod:`envs.fitted.config` (the options),
 from envs.fitted.config import FitConfig
 from envs.fitted.fitting import (
     SESSION_GAP_SECONDS,
+    Calibration,
+    calibrate_examination,
+    debias_weights,
     examination_from_propensities,
     fit_response_model,
     session_codes,
@@ -58,8 +61,11 @@ from envs.fitted.model import ResponseModel, items_digest, page_features
 
 __all__ = [
     "SESSION_GAP_SECONDS",
+    "Calibration",
     "FitConfig",
     "ResponseModel",
+    "calibrate_examination",
+    "debias_weights",
     "examination_from_propensities",
     "fit_response_model",
     "items_digest",

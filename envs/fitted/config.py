@@ -30,6 +30,11 @@ class FitConfig:
             ``max_weight``) so that the model learns from an as-if-randomised distribution of
             (user, item, position) rather than from what the logging policy chose to show.
         max_weight: clipping level of the inverse-propensity weights, relative to their mean.
+        min_effective_share: the clipping level is lowered until the weights keep an effective sample
+            (Kish) of at least this share of the rows, with a warning (:func:`envs.fitted.debias_weights`).
+        max_epochs: at most this many passes over the training rows (small logs stop well before ``steps``).
+        prior_clicks: pseudo-clicks shrinking each position's examination towards the pooled rate in the
+            calibration on the training rows (:func:`envs.fitted.calibrate_examination`).
         latent_classes: number of latent shopper classes of the attractiveness model (:mod:`envs.latent`),
             0 to turn it off; used only when the logs have user ids (else the MLP's click head answers).
         class_epochs: EM rounds of the latent-class model.
@@ -63,6 +68,9 @@ class FitConfig:
     default_continuation: float = 0.0
     debias: bool = True
     max_weight: float = 50.0
+    min_effective_share: float = 0.5
+    max_epochs: float = 30.0
+    prior_clicks: float = 5.0
     latent_classes: int = 16
     class_epochs: int = 30
     logged_rankings: bool = True

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import time
+import warnings
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,6 +115,7 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
             positives-only logs such as UCI Online Retail have no impressions to learn from).
     """
     cfg = config or FitConfig()
+    started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     inter = train.interactions
     clicked = inter[S.CLICKED].to_numpy(dtype=np.float32)
@@ -169,10 +173,10 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     t_pos = torch.from_numpy(position)
     t_click = torch.from_numpy(clicked)
     row_weight = np.ones(len(inter), dtype=np.float32)
+    weighting = None
     if cfg.debias and train.has_propensities:
-        inv = 1.0 / inter[S.PROPENSITY].to_numpy(dtype=np.float64)
-        inv = np.minimum(inv / inv.mean(), cfg.max_weight)
-        row_weight = (inv / inv.mean()).astype(np.float32)
+        row_weight, weighting = debias_weights(inter[S.PROPENSITY].to_numpy(dtype=np.float64), cfg.max_weight,
+                                               cfg.min_effective_share, train.name)
     t_weight = torch.from_numpy(row_weight)
     t_cart = torch.from_numpy(carted) if carted is not None else None
     t_buy = torch.from_numpy(purchased) if purchased is not None else None
@@ -212,10 +216,11 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     generator = torch.Generator().manual_seed(cfg.seed)
     best_state, best_valid, history = None, math.inf, []
     eval_rows = valid_rows if len(valid_rows) else train_rows
-    check_every = max(cfg.steps // 10, 1)
+    steps = min(cfg.steps, max(1, math.ceil(cfg.max_epochs * len(train_rows) / cfg.batch_size)))
+    check_every = max(steps // 10, 1)
     perm = train_rows[torch.randperm(len(train_rows), generator=generator)]
     cursor = 0
-    for step in tqdm(range(1, cfg.steps + 1), desc="fitting response model", disable=not progress):
+    for step in tqdm(range(1, steps + 1), desc="fitting response model", disable=not progress):
         if cursor + cfg.batch_size > len(perm):
             perm, cursor = train_rows[torch.randperm(len(train_rows), generator=generator)], 0
         rows = perm[cursor:cursor + cfg.batch_size]
@@ -227,7 +232,7 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        if step % check_every == 0 or step == cfg.steps:
+        if step % check_every == 0 or step == steps:
             net.eval()
             with torch.no_grad():
                 total = sum(float(batch_loss(eval_rows[i:i + 65536])[1]) * len(eval_rows[i:i + 65536])
@@ -263,13 +268,170 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
                                   restarts=cfg.class_restarts,
                                   seed=cfg.seed), profile,
                 pages, progress=progress)
+    alpha = _training_attractiveness(model, req, profile, item, space, space_user_rows(train))
+    calibration = calibrate_examination(alpha, position, clicked, prior_clicks=cfg.prior_clicks)
+    model.attract_shift = calibration.shift
+    model.examination_logged = calibration.theta.astype(np.float64)
+    model.eta = _power_law(calibration.theta)
     coef, n_sessions = _fit_continuation(train, model, req, profile, item, space)
     model.continuation_coef = coef
-    model.report = {"rows": int(len(inter)), "requests": int(n_req), "valid_click_nll": history,
-                    "sessions": n_sessions, "examination": theta.tolist(), "examination_source": theta_source,
-                    "eta": eta, "latent_classes": class_report,
-                    "fit_config": asdict(cfg)}
+    model.report = {"rows": int(len(inter)), "requests": int(n_req), "valid_click_nll": history, "steps": steps,
+                    "sessions": n_sessions, "examination": calibration.theta.tolist(),
+                    "examination_low": calibration.theta_low.tolist(),
+                    "examination_high": calibration.theta_high.tolist(),
+                    "examination_before_calibration": theta.tolist(), "examination_source": theta_source,
+                    "calibration": {"shift": calibration.shift, "clicks": calibration.clicks.tolist(),
+                                    "expected_clicks": calibration.expected.tolist()},
+                    "weighting": weighting, "eta": model.eta, "latent_classes": class_report,
+                    "fit_config": asdict(cfg), "fit_seconds": time.perf_counter() - started}
     return model
+
+
+def _training_attractiveness(model: ResponseModel, req: _Requests, profile: np.ndarray, item: np.ndarray,
+                             space: ItemSpace, row_user: np.ndarray | None, chunk: int = 32768) -> np.ndarray:
+    """(n_rows,) the model's P(click | examined) of every training row, in chunks of ``chunk`` rows."""
+    r = req.row_request
+    out = np.empty(len(r))
+    for start in range(0, len(r), chunk):
+        rows = slice(start, start + chunk)
+        rr = r[rows]
+        out[rows] = model.predict(profile[rr], space.item_vecs[item[rows]][:, None, :], req.query[rr],
+                                  req.is_search[rr], item[rows][:, None],
+                                  None if row_user is None else row_user[rows])[:, 0, 0]
+    return out
+
+
+def debias_weights(propensity: np.ndarray, max_weight: float, min_effective_share: float,
+                   source: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Inverse-propensity row weights clipped so that they keep an effective sample, with their diagnostics.
+
+    The clipping level is ``max_weight`` (relative to the mean inverse propensity), lowered (bisection on a
+    log scale) until the effective sample is at least ``min_effective_share`` of the rows: heavier weights
+    would make a handful of rows the whole fit. A :class:`UserWarning` says so when the level had to be
+    lowered.
+
+    Returns:
+        (n,) float32 weights (mean 1) and a report: ``rows``, ``effective_rows`` before and after clipping,
+        ``max_weight`` used, ``lowered``.
+    """
+    n = len(propensity)
+    _, raw_ess = ips_row_weights(propensity, np.inf)
+    level = float(max_weight)
+    weight, ess = ips_row_weights(propensity, level)
+    lowered = ess < min_effective_share * n
+    if lowered:
+        low, high = 1e-9, level  # a level near 0 clips every weight to the same value: n_eff -> n
+        for _ in range(60):
+            mid = math.sqrt(low * high)
+            if ips_row_weights(propensity, mid)[1] >= min_effective_share * n:
+                low = mid
+            else:
+                high = mid
+        level = low
+        weight, ess = ips_row_weights(propensity, level)
+        warnings.warn(f"{source}: the inverse-propensity weights leave an effective sample of {raw_ess:,.0f} of "
+                      f"{n:,} rows (propensities down to {float(np.min(propensity)):.2g}); clipped at {level:.3g}x "
+                      f"their mean to keep {ess:,.0f} (fit.min_effective_share={min_effective_share}); "
+                      "fit.debias=false fits without weights", UserWarning, stacklevel=3)
+    return weight, {"rows": n, "effective_rows_unclipped": raw_ess, "effective_rows": ess, "max_weight": level,
+                    "lowered": bool(lowered)}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration of a fitted model on its training log (see :func:`calibrate_examination`).
+
+    Attributes:
+        shift: logit shift ``a`` of the attractiveness.
+        theta: (P,) examination of positions 1..P, the largest 1.
+        theta_low / theta_high: (P,) 95% interval of each theta (Gamma posterior of its click rate, at the
+            fitted normaliser).
+        clicks: (P,) logged clicks by position.
+        expected: (P,) the calibrated model's expected clicks by position on the training rows.
+    """
+
+    shift: float
+    theta: np.ndarray
+    theta_low: np.ndarray
+    theta_high: np.ndarray
+    clicks: np.ndarray
+    expected: np.ndarray
+
+
+def calibrate_examination(alpha: np.ndarray, position: np.ndarray, clicked: np.ndarray, *,
+                          prior_clicks: float = 5.0) -> Calibration:
+    r"""Calibrate a position-based click model on its own training rows: a logit shift and the examination.
+
+    With :math:`\alpha_r(a) = \sigma(\mathrm{logit}\,\alpha_r + a)` the shifted attractiveness of row ``r``,
+    :math:`A_k(a) = \sum_{r \text{ at } k} \alpha_r(a)` the attractiveness shown at position ``k`` and
+    :math:`C_k` its clicks, the examination is the Gamma-Poisson posterior mean of the click rate per unit of
+    attractiveness, shrunk towards the pooled rate :math:`\rho = \sum C / \sum A` by ``prior_clicks``
+    pseudo-clicks, and scaled so that the most examined position has :math:`\theta = 1`:
+
+    .. math::
+        \theta_k \propto \frac{C_k + m}{A_k(a) + m / \rho(a)}, \qquad \max_k \theta_k = 1,
+
+    and the shift ``a`` solves :math:`\sum_k \theta_k A_k(a) = \sum_k C_k` (bisection). Without shrinkage
+    (:math:`m = 0`) the expected clicks equal the logged clicks at every position, which is the Poisson maximum
+    likelihood of :math:`\theta` given the attractiveness; with it they lie within a few pseudo-clicks of them.
+    On a uniformly randomised log every position shows the same attractiveness on average, so
+    :math:`\theta_k` is the (regularised) ratio of the positions' CTRs, the examination ratio.
+
+    Args:
+        alpha: (n,) model attractiveness (P(click | examined)) of each training row, in (0, 1).
+        position: (n,) 1-based positions.
+        clicked: (n,) 0/1 clicks.
+        prior_clicks: ``m``, the pseudo-clicks of the shrinkage (0: none).
+
+    Returns:
+        The shift, theta with its intervals, and the logged and expected clicks per position.
+    """
+    from scipy import stats
+    from scipy.special import expit, logit
+
+    n_positions = int(position.max())
+    base = logit(np.clip(alpha, 1e-9, 1 - 1e-9))
+    k = position.astype(np.int64) - 1
+    clicks = np.bincount(k, weights=clicked.astype(np.float64), minlength=n_positions)
+    total = clicks.sum()
+
+    def state(a: float) -> tuple[np.ndarray, np.ndarray]:
+        shown = np.bincount(k, weights=expit(base + a), minlength=n_positions)
+        rate = total / max(shown.sum(), 1e-300)
+        raw = (clicks + prior_clicks) / (shown + prior_clicks / max(rate, 1e-300))
+        return shown, raw / raw.max()
+
+    low, high = -30.0, 30.0
+    for _ in range(100):  # the expected total grows with the shift: bisection to float precision
+        mid = 0.5 * (low + high)
+        shown, theta = state(mid)
+        if (theta * shown).sum() < total:
+            low = mid
+        else:
+            high = mid
+    shift = 0.5 * (low + high)
+    shown, theta = state(shift)
+    rate = total / max(shown.sum(), 1e-300)
+    shape, scale = clicks + prior_clicks, 1.0 / (shown + prior_clicks / max(rate, 1e-300))
+    norm = ((clicks + prior_clicks) * scale).max()
+    theta_low = stats.gamma.ppf(0.025, np.maximum(shape, 1e-9), scale=scale) / norm
+    theta_high = stats.gamma.ppf(0.975, np.maximum(shape, 1e-9), scale=scale) / norm
+    return Calibration(float(shift), theta, theta_low, theta_high, clicks, theta * shown)
+
+
+def ips_row_weights(propensity: np.ndarray, max_weight: float) -> tuple[np.ndarray, float]:
+    r"""Clipped, self-normalised inverse-propensity row weights and their effective sample size.
+
+    :math:`w_r = \min(\frac{1/p_r}{\overline{1/p}}, M)`, rescaled to mean 1; the effective sample is
+    Kish's :math:`n_{eff} = (\sum w)^2 / \sum w^2` (n when every weight is equal).
+
+    Returns:
+        (n,) float32 weights and :math:`n_{eff}`.
+    """
+    inv = 1.0 / np.asarray(propensity, dtype=np.float64)
+    inv = np.minimum(inv / inv.mean(), max_weight)
+    weight = inv / inv.mean()
+    return weight.astype(np.float32), float(weight.sum() ** 2 / (weight**2).sum())
 
 
 def examination_from_propensities(logs: LoggedData) -> np.ndarray | None:

@@ -79,6 +79,8 @@ class ResponseModel:
         has_purchase: whether the logs had purchases; without them P(purchase | cart) is 0.
         classes: the latent-class attractiveness model (:mod:`envs.latent`); when present it gives
             P(click | examined) and the MLP's click head is used for nothing else.
+        attract_shift: the calibration's logit shift ``a`` of P(click | examined),
+            :math:`\\alpha' = \\sigma(\\mathrm{logit}\\,\\alpha + a)` (see :func:`envs.fitted.calibrate_examination`).
     """
 
     net: _Net
@@ -95,6 +97,7 @@ class ResponseModel:
     has_cart: bool = True
     has_purchase: bool = True
     classes: LatentClasses | None = None
+    attract_shift: float = 0.0
 
     # ------------------------------------------------------------------ prediction
     def examination(self, n_positions: int) -> np.ndarray:
@@ -132,6 +135,8 @@ class ResponseModel:
         probs = torch.sigmoid(logits).double().numpy()
         if self.classes is not None:
             probs[..., 0] = self.classes.attractiveness(item_vecs, query, is_search, items, user_rows, user)
+        if self.attract_shift:
+            probs[..., 0] = shift_logit(probs[..., 0], self.attract_shift)
         if not self.has_cart:  # the logs never showed a cart or a purchase: the heads were not trained
             probs[..., 1] = 0.0
         if not self.has_purchase:
@@ -163,7 +168,7 @@ class ResponseModel:
             "examination_logged": self.examination_logged.tolist(), "eta": self.eta,
             "continuation_coef": None if self.continuation_coef is None else self.continuation_coef.tolist(),
             "default_continuation": self.default_continuation, "report": self.report,
-            "has_cart": self.has_cart, "has_purchase": self.has_purchase,
+            "has_cart": self.has_cart, "has_purchase": self.has_purchase, "attract_shift": self.attract_shift,
             "latent_classes": None if self.classes is None else {
                 "n_classes": int(self.classes.taste.shape[0]), "n_users": self.classes.n_users,
                 "deviation_rank": self.classes.deviation_rank, "relevance_knots": len(self.classes.knots)},
@@ -206,7 +211,7 @@ class ResponseModel:
                    np.asarray(config["examination_logged"]), float(config["eta"]),
                    None if coef is None else np.asarray(coef), float(config["default_continuation"]), default,
                    int(config["hidden"]), dict(config.get("report", {})), bool(config.get("has_cart", True)),
-                   bool(config.get("has_purchase", True)), classes)
+                   bool(config.get("has_purchase", True)), classes, float(config.get("attract_shift", 0.0)))
 
     def check_space(self, space: ItemSpace) -> None:
         """Raise if ``space`` is not the catalog/embedding the model was fitted on."""
@@ -215,6 +220,12 @@ class ResponseModel:
                 f"the item space (n_items={space.n_items}, dim={space.dim}) is not the one this model was fitted on "
                 f"(n_items={self.n_items}, dim={self.dim}); use the same items table and encoder"
             )
+
+
+def shift_logit(p: np.ndarray, shift: float) -> np.ndarray:
+    r"""Probabilities moved by ``shift`` on the logit scale, :math:`\sigma(\mathrm{logit}\,p + a)`, elementwise."""
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return expit(np.log(p) - np.log1p(-p) + shift)
 
 
 def items_digest(item_ids: pd.Index) -> str:

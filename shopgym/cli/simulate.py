@@ -51,6 +51,15 @@ def register(commands: Any) -> None:
                      "--slots means more logged history per shopper)")
     fid.add_argument("--slots", type=int, default=None,
                      help="synthetic world: logged slots to generate (default 200,000)")
+    fid.add_argument("--test", type=Path, default=None, metavar="OTHER",
+                     help="another log of the same format (another period, or another logging policy): fit on "
+                     "the whole of DATA and replay OTHER's exact pages through the simulator; the report compares "
+                     "the predicted CTR (overall and by position, with intervals) with OTHER's real CTR, the naive "
+                     "answer (DATA's own CTR) and, when DATA has propensities, the IPS/SNIPS/DR estimates")
+    fid.add_argument("--bootstrap", type=int, default=None, metavar="B",
+                     help="refit the simulator on B bootstrap resamples of the training requests and put the "
+                     "model uncertainty into every interval (default: as many as fit in about two minutes, "
+                     "at least 2 and at most 20, from the time the fit took; 0: none)")
     fid.add_argument("--fit", action="append", default=[], metavar="KEY=VALUE",
                      help="a response-model fitting option (the fit group: a field of envs.fitted.FitConfig), "
                      "repeatable; "
@@ -80,7 +89,14 @@ def _fidelity(args: argparse.Namespace) -> int:
         if "=" not in str(item):
             raise ConfigError(f"--fit {item!r} is not KEY=VALUE (a field of envs.fitted.FitConfig)")
         overrides.append(f"fit.{item}")
+    if args.bootstrap is not None and args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     spec = simulator_spec(compose_run(overrides), progress=True)
+    if args.test is not None:
+        if args.data is None:
+            raise ConfigError("--test OTHER needs DATA, the log to fit on (e.g. shopgym simulate fidelity "
+                              "obd/random/all --format obd --test obd/bts/all)")
+        return _other_log(args, replace(spec, test_path=str(args.test)))
     built = build_simulator(spec)
     fit, inputs = spec.fit, built.inputs
     logs, train, test, space, setup = inputs.logs, inputs.train, inputs.test, inputs.space, inputs.setup
@@ -144,4 +160,36 @@ def _fidelity(args: argparse.Namespace) -> int:
     write_report(report, args.out)
     print(report.to_markdown())
     print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, ctr_by_position.png")
+    return 0
+
+
+def bootstrap_count(requested: int | None, fit_seconds: float | None) -> int:
+    """Bootstrap members to fit: ``requested``, else as many as fit in about 120 s (at least 2, at most 20)."""
+    if requested is not None:
+        return int(requested)
+    if not fit_seconds or fit_seconds <= 0:
+        return 2
+    return int(min(20, max(2, 120.0 // fit_seconds)))
+
+
+def _other_log(args: argparse.Namespace, spec: Any) -> int:
+    """``simulate fidelity DATA --test OTHER``: fit on DATA, replay OTHER's pages (see envs.cross_fidelity)."""
+    from envs.build import fingerprint_of, response_model, simulator_inputs
+    from envs.cross_fidelity import check_items_known, cross_log_report, write_cross_report
+    from envs.fitted.ensemble import fit_members
+
+    inputs = simulator_inputs(spec)
+    check_items_known(inputs.test, inputs.space)  # before any fit
+    model, model_dir, _ = response_model(inputs, spec)
+    count = bootstrap_count(args.bootstrap, (model.report or {}).get("fit_seconds"))
+    members = fit_members(inputs.train, inputs.space, spec.fit, count, fingerprint=fingerprint_of(inputs, spec),
+                          cache_dir=spec.cache_dir, progress=True)
+    report = cross_log_report(inputs.train, inputs.test, inputs.space, [model, *members], seed=args.seed)
+    report.settings = {"command": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                                   if k not in ("handler", "fit")},
+                       "fit": asdict(spec.fit), "model": None if model_dir is None else str(model_dir),
+                       "weighting": (model.report or {}).get("weighting")}
+    write_cross_report(report, args.out)
+    print(report.to_markdown())
+    print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, ctr_other_log.png")
     return 0

@@ -1,0 +1,133 @@
+"""Calibration of the fitted simulator, robust inverse-propensity weights, bootstrap members, and the checks on
+the real OBD logs (in-sample CTR by position; fit on one logging policy's log, predict the other's)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from envs.fidelity import replay_predictions, wilson
+from envs.fitted import FitConfig, calibrate_examination, debias_weights, fit_response_model
+from envs.fitted.ensemble import bootstrap_requests, member_interval
+from shopgym.data import schema as S
+
+
+def _rows(rng: np.random.Generator, n: int, theta: list[float], alpha_range=(0.01, 0.2)):
+    position = rng.integers(1, len(theta) + 1, n)
+    alpha = rng.uniform(*alpha_range, n)
+    clicked = (rng.random(n) < np.asarray(theta)[position - 1] * alpha).astype(float)
+    return alpha, position, clicked
+
+
+def test_calibration_without_shrinkage_matches_the_clicks_at_every_position():
+    rng = np.random.default_rng(0)
+    alpha, position, clicked = _rows(rng, 20_000, [1.0, 0.6, 0.3])
+    cal = calibrate_examination(alpha * 0.5, position, clicked, prior_clicks=0.0)  # a model 2x too low
+    np.testing.assert_allclose(cal.expected, cal.clicks, rtol=1e-6)
+    assert cal.theta.max() == pytest.approx(1.0)
+    assert cal.shift > 0.3  # the level was raised
+    # the examination comes back (the attractiveness was only scaled): within sampling noise
+    np.testing.assert_allclose(cal.theta, [1.0, 0.6, 0.3], atol=0.08)
+    assert np.all(cal.theta_low <= cal.theta) and np.all(cal.theta <= cal.theta_high)
+
+
+def test_calibration_shrinks_a_position_with_few_clicks_towards_the_pooled_rate():
+    alpha = np.full(300, 0.01)
+    position = np.repeat([1, 2, 3], 100)
+    clicked = np.zeros(300)
+    clicked[[0, 1, 2, 100]] = 1.0  # 3, 1 and 0 clicks
+    raw = calibrate_examination(alpha, position, clicked, prior_clicks=0.0)
+    shrunk = calibrate_examination(alpha, position, clicked, prior_clicks=5.0)
+    assert raw.theta[2] == pytest.approx(0.0, abs=1e-9)
+    assert 0.3 < shrunk.theta[2] < shrunk.theta[1] < shrunk.theta[0] == pytest.approx(1.0)
+    assert shrunk.expected.sum() == pytest.approx(4.0, rel=1e-6)  # the total is kept
+
+
+def test_debias_weights_keep_the_effective_sample_and_warn():
+    rng = np.random.default_rng(1)
+    propensity = np.exp(rng.uniform(np.log(1e-6), 0.0, 10_000))  # weights spanning six orders of magnitude
+    with pytest.warns(UserWarning, match="effective sample"):
+        weight, report = debias_weights(propensity, 50.0, 0.5, "logs.csv")
+    assert report["effective_rows_unclipped"] < 0.2 * len(propensity)
+    assert report["effective_rows"] >= 0.5 * len(propensity) and report["lowered"]
+    assert weight.mean() == pytest.approx(1.0, rel=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # uniform propensities: nothing to warn about
+        weight, report = debias_weights(np.full(100, 0.2), 50.0, 0.5, "logs.csv")
+    assert not report["lowered"] and report["effective_rows"] == pytest.approx(100)
+
+
+def test_bootstrap_requests_resamples_whole_requests_with_distinct_ids(small_logs):
+    tiny_logs = small_logs
+    boot = bootstrap_requests(tiny_logs, member=1)
+    inter, original = boot.interactions, tiny_logs.interactions
+    assert boot.interactions[S.REQUEST_ID].nunique() == original[S.REQUEST_ID].nunique()
+    sizes = original.groupby(S.REQUEST_ID).size()
+    base = inter[S.REQUEST_ID].str.rsplit("~", n=1).str[0]
+    # every copy of a request has all the request's slots
+    np.testing.assert_array_equal(inter.groupby(S.REQUEST_ID).size().to_numpy(),
+                                  sizes.reindex(inter.groupby(S.REQUEST_ID).size().index.str.rsplit("~", n=1).str[0])
+                                  .to_numpy())
+    assert set(base) <= set(original[S.REQUEST_ID])
+    assert inter[S.TIMESTAMP].is_monotonic_increasing
+    again = bootstrap_requests(tiny_logs, member=1)
+    pd.testing.assert_frame_equal(again.interactions, inter)  # seeded
+    assert not bootstrap_requests(tiny_logs, member=2).interactions.equals(inter)
+
+
+def test_member_interval_mixes_model_and_noise():
+    lo, hi = member_interval(np.linspace(1.0, 2.0, 21))
+    assert 1.0 <= lo < 1.1 and 1.9 < hi <= 2.0
+    lo1, hi1 = member_interval([5.0], [1.0])
+    assert lo1 == pytest.approx(5 - 1.96, abs=0.15) and hi1 == pytest.approx(5 + 1.96, abs=0.15)
+
+
+# ---------------------------------------------------------------------- the real OBD logs (opt-in)
+OBD_LOGS = [f"{policy}/{campaign}" for policy in ("random", "bts") for campaign in ("all", "men", "women")]
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("log", OBD_LOGS)
+def test_obd_in_sample_ctr_by_position_is_inside_the_observed_interval(shared_data: Path, log: str):
+    from encoders.features import FeatureEncoder
+    from envs.space import ItemSpace
+    from shopgym.adapters import convert
+
+    logs = convert("obd", shared_data / "obd" / log)
+    space = ItemSpace.build(logs.items, FeatureEncoder(), [], attribute_weight=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the BTS logs' weights are clipped, with a warning
+        model = fit_response_model(logs, space, FitConfig())
+    click, _ = replay_predictions(logs, np.ones(len(logs.interactions), dtype=bool), space, model)
+    y = logs.interactions[S.CLICKED].to_numpy(dtype=float)
+    pos = logs.interactions[S.POSITION].to_numpy()
+    for k in (1, 2, 3):
+        m = pos == k
+        low, high = wilson(np.array([y[m].sum()]), np.array([m.sum()]))
+        assert low[0] <= click[m].mean() <= high[0], (log, k, click[m].mean(), y[m].mean())
+    assert model.report["weighting"] is None or model.report["weighting"]["effective_rows"] >= 5000
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(("train", "test"), [("random", "bts"), ("bts", "random")])
+def test_obd_other_policy_ctr_is_inside_the_interval_and_beats_the_naive_answer(
+        shared_data: Path, tmp_path: Path, monkeypatch, train: str, test: str):
+    from shopgym.cli import main
+
+    monkeypatch.setenv("SHOPGYM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "fid"
+    status = main(["simulate", "fidelity", str(shared_data / "obd" / train / "all"), "--format", "obd",
+                   "--test", str(shared_data / "obd" / test / "all"), "--bootstrap", "10", "--out", str(out)])
+    assert status == 0
+    assert {p.name for p in out.iterdir()} >= {"fidelity.md", "fidelity.json", "ctr_other_log.png"}
+    report = json.loads((out / "fidelity.json").read_text())
+    overall = report["rows"][0]
+    assert overall["scope"] == "all" and report["members"] == 11
+    assert overall["predictive_ci"][0] <= overall["real_ctr"] <= overall["predictive_ci"][1]
+    assert overall["abs_error"] <= overall["naive_abs_error"]
+    assert [o["estimator"] for o in report["off_policy"]] == ["ips", "snips", "dr"]
