@@ -63,7 +63,7 @@ class _Net(nn.Module):
 
 @dataclass
 class ResponseModel:
-    """A fitted user-response model (see :mod:`envs.fitted`).
+    r"""A fitted user-response model (see :mod:`envs.fitted`).
 
     Attributes:
         net: the torch module (eval mode).
@@ -80,7 +80,7 @@ class ResponseModel:
         classes: the latent-class attractiveness model (:mod:`envs.latent`); when present it gives
             P(click | examined) and the MLP's click head is used for nothing else.
         attract_shift: the calibration's logit shift ``a`` of P(click | examined),
-            :math:`\\alpha' = \\sigma(\\mathrm{logit}\\,\\alpha + a)` (see :func:`envs.fitted.calibrate_examination`).
+            :math:`\alpha' = \sigma(\mathrm{logit}\,\alpha + a)` (see :func:`envs.fitted.calibrate_examination`).
     """
 
     net: _Net
