@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from envs.fitted import FitConfig, ResponseModel, _request_arrays, session_codes, space_user_rows
+from envs.fitted.ensemble import member_interval
 from envs.space import ItemSpace
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
@@ -62,15 +63,21 @@ class FidelityReport:
 
     def to_markdown(self) -> str:
         """The report as markdown."""
+        has_sim_ci = bool(self.ctr_by_position) and all("sim_low" in r for r in self.ctr_by_position)
         lines = [f"# Simulator fidelity: {self.dataset}", "",
                  f"Fitted on {self.train_rows:,} earlier rows, compared with {self.test_rows:,} later rows.", "",
                  *([describe_attractiveness(self.attractiveness), ""] if self.attractiveness else []),
                  "## CTR by position (logged rankings replayed in the simulator)", "",
-                 "| position | held-out CTR | 95% CI | simulated CTR | inside |", "|---|---|---|---|---|"]
+                 "| position | held-out CTR | 95% CI | simulated CTR | inside |"
+                 + (" simulated 95% CI (model + noise) | held-out CTR inside it |" if has_sim_ci else ""),
+                 "|---|---|---|---|---|" + ("---|---|" if has_sim_ci else "")]
         for row in self.ctr_by_position:
             inside = "yes" if row["low"] <= row["simulated"] <= row["high"] else "no"
+            sim_ci = (f" [{row['sim_low']:.4f}, {row['sim_high']:.4f}] | "
+                      f"{'yes' if row['sim_low'] <= row['heldout'] <= row['sim_high'] else 'no'} |"
+                      if has_sim_ci else "")
             lines.append(f"| {int(row['position'])} | {row['heldout']:.4f} | [{row['low']:.4f}, {row['high']:.4f}] | "
-                         f"{row['simulated']:.4f} | {inside} |")
+                         f"{row['simulated']:.4f} | {inside} |{sim_ci}")
         lines += ["", f"{self.positions_inside_ci} of {len(self.ctr_by_position)} positions inside the 95% CI.", "",
                   "## Click prediction on held-out rows", "", "| model | log-loss | AUC |", "|---|---|---|",
                   f"| fitted simulator | {self.click_logloss:.4f} | {self.click_auc:.4f} |",
@@ -82,6 +89,7 @@ class FidelityReport:
             lines += [f"Session length (pages): total variation distance {self.session_length_tv:.3f}.", ""]
         if self.policies:
             has_ref = all("reference" in p for p in self.policies)
+            has_ci = all("fitted_ci" in p for p in self.policies)
             population = {"logged": ["Sessions of the shoppers of the training logs only (`--shoppers logged`; "
                                      "`--shoppers all` adds the world's shoppers the logs never saw).", ""],
                           "all": ["Sessions of every shopper of the world, by activity, including those absent "
@@ -89,15 +97,22 @@ class FidelityReport:
             lines += ["## Policy values: true world vs fitted simulator (reward per session)", "",
                       *population.get(self.settings.get("command", {}).get("shoppers"), []),
                       "| policy | true | fitted | relative error |"
+                      + (" fitted 95% interval (model + simulation) | covers the truth |" if has_ci else "")
                       + (" segment reference | its error |" if has_ref else ""),
-                      "|---|---|---|---|" + ("---|---|" if has_ref else "")]
+                      "|---|---|---|---|" + ("---|---|" if has_ci else "") + ("---|---|" if has_ref else "")]
             for p in self.policies:
+                ci = (f" [{p['fitted_ci'][0]:.3f}, {p['fitted_ci'][1]:.3f}] | {'yes' if p['covers'] else 'no'} |"
+                      if has_ci else "")
                 ref = (f" {p['reference']:.3f} ± {p['reference_se']:.3f} | {p['reference_error']:+.1%} |"
                        if has_ref else "")
                 lines.append(f"| {p['policy']} | {p['true']:.3f} ± {p['true_se']:.3f} | "
-                             f"{p['fitted']:.3f} ± {p['fitted_se']:.3f} | {p['relative_error']:+.1%} |{ref}")
+                             f"{p['fitted']:.3f} ± {p['fitted_se']:.3f} | {p['relative_error']:+.1%} |{ci}{ref}")
             lines += ["", f"Fitted simulator: Kendall tau {self.kendall_tau:.2f}; mean absolute relative error "
-                      f"{self.mean_abs_relative_error:.1%}.", ""]
+                      f"{self.mean_abs_relative_error:.1%}."
+                      + (f" The 95% interval covers the true value for {sum(p['covers'] for p in self.policies)} of "
+                         f"{len(self.policies)} policies (it spans the fitted model and "
+                         f"{self.policies[0]['models'] - 1} bootstrap refits, each with its simulation noise)."
+                         if has_ci else ""), ""]
             if all("per_page_error" in p for p in self.policies):
                 lines += ["Where the error lies (a session's value is its pages times its reward per page):", "",
                           "| policy | reward per page: true | fitted | error | pages per session: true | fitted | "
@@ -232,13 +247,17 @@ def policy_agreement(true: np.ndarray, fitted: np.ndarray) -> tuple[float, float
 
 def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space: ItemSpace, model: ResponseModel,
                     *, simulated_lengths: np.ndarray | None = None, policies: list[dict[str, Any]] | None = None,
-                    refits: list[dict[str, float]] | None = None) -> FidelityReport:
+                    refits: list[dict[str, float]] | None = None,
+                    members: list[ResponseModel] | None = None) -> FidelityReport:
     """Compute the report (see the module docstring). ``logs`` is train + test in time order.
 
     ``policies`` rows hold ``policy``, ``true``, ``true_se``, ``fitted`` and ``fitted_se`` (and optionally
     ``reference`` and ``reference_se``, the segment reference's values); ``refits`` (optional)
     one row per refit with its ``seed``, its fitted value per policy name and its ``kendall_tau`` and
-    ``mean_abs_relative_error`` (the ``fitted`` column is then their mean).
+    ``mean_abs_relative_error`` (the ``fitted`` column is then their mean); a policy row's ``fitted_ci`` (the
+    interval over the model and its bootstrap members, with simulation noise) is checked against ``true``.
+    ``members`` (optional): bootstrap refits of ``model``; each position's simulated CTR then gets a 95%
+    interval of the model uncertainty plus the held-out rows' click noise (``sim_low``/``sim_high``).
     """
     inter = logs.interactions
     test_ids = pd.Index(test.interactions[S.REQUEST_ID].unique())
@@ -248,12 +267,19 @@ def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space
     y = t[S.CLICKED].to_numpy(dtype=np.float64)
     pos = t[S.POSITION].to_numpy()
     positions = np.unique(pos)
+    member_clicks = [replay_predictions(logs, test_mask, space, m)[0] for m in members or []]
     rows = []
     for k in positions:  # positions are few (<= page length)
         m = pos == k
         low, high = wilson(np.array([y[m].sum()]), np.array([m.sum()]))
-        rows.append({"position": float(k), "heldout": float(y[m].mean()), "low": float(low[0]),
-                     "high": float(high[0]), "simulated": float(click_sim[m].mean()), "rows": float(m.sum())})
+        row = {"position": float(k), "heldout": float(y[m].mean()), "low": float(low[0]),
+               "high": float(high[0]), "simulated": float(click_sim[m].mean()), "rows": float(m.sum())}
+        if member_clicks:
+            p_k = [c[m] for c in [click_sim, *member_clicks]]
+            sim_low, sim_high = member_interval([c.mean() for c in p_k],
+                                                [np.sqrt((c * (1 - c)).sum()) / len(c) for c in p_k])
+            row |= {"sim_low": sim_low, "sim_high": sim_high}
+        rows.append(row)
     inside = sum(r["low"] <= r["simulated"] <= r["high"] for r in rows)
     # popularity x position baseline from the training part
     tr = train.interactions
@@ -281,6 +307,8 @@ def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space
         for p in policies:
             p["relative_error"] = (p["fitted"] - p["true"]) / p["true"]
             p.update(split_value_error(p))
+            if "fitted_ci" in p:
+                p["covers"] = bool(p["fitted_ci"][0] <= p["true"] <= p["fitted_ci"][1])
         tau, mare = policy_agreement(truth, fitted)
         if all("reference" in p for p in policies):
             for p in policies:

@@ -39,7 +39,7 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     monkeypatch.setenv("SHOPGYM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "fid"
     status = main(["simulate", "fidelity", "--encoder", "hashing", "--users", "300", "--slots", "30000",
-                   "--sessions", "300", "--refits", "2", "--fit", "seed=3",
+                   "--sessions", "300", "--refits", "2", "--bootstrap", "2", "--fit", "seed=3",
                    "--fit", "class_restarts=1", "--fit", "class_epochs=20",
                    "--out", str(out)])  # restarts are tested in test_latent.py
     assert status == 0
@@ -58,6 +58,11 @@ def test_simulate_fidelity_on_a_small_world_writes_the_report(tmp_path: Path, mo
     assert policies["oracle-greedy"]["true"] > 2 * policies["random"]["true"]
     for p in policies.values():
         assert p["fitted"] > 0 and p["relative_error"] == pytest.approx(p["fitted"] / p["true"] - 1)
+        # the interval spans the fit and its 2 bootstrap refits, each with its simulation noise
+        assert p["models"] == 3 and p["fitted_ci"][0] < p["fitted_ci"][1]
+        assert p["covers"] == (p["fitted_ci"][0] <= p["true"] <= p["fitted_ci"][1])
+    for r in rows:
+        assert 0.0 <= r["sim_low"] < r["sim_high"] <= 1.0
     assert -1.0 <= report["kendall_tau"] <= 1.0
     # two refits (torch seeds 3 and 4, from --fit seed=3): the fitted column is their mean, each has its own agreement
     refits = report["refits"]

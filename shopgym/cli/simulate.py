@@ -71,8 +71,9 @@ def register(commands: Any) -> None:
 def _fidelity(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from envs.build import build_simulator, response_model
+    from envs.build import build_simulator, fingerprint_of, response_model
     from envs.fidelity import fidelity_report, write_report
+    from envs.fitted.ensemble import fit_members
     from shopgym.app.config import compose_run, data_overrides, simulator_spec
     from shopgym.data.io import check_writable_folder
     from shopgym.errors import ConfigError
@@ -102,6 +103,9 @@ def _fidelity(args: argparse.Namespace) -> int:
     logs, train, test, space, setup = inputs.logs, inputs.train, inputs.test, inputs.space, inputs.setup
     model = built.model
     assert model is not None
+    count = bootstrap_count(args.bootstrap, (model.report or {}).get("fit_seconds"))
+    members = fit_members(inputs.train, inputs.space, fit, count, fingerprint=fingerprint_of(inputs, spec),
+                          cache_dir=spec.cache_dir, progress=True)
     policies = None
     lengths = None
     refits: list[dict[str, float]] = []
@@ -129,6 +133,9 @@ def _fidelity(args: argparse.Namespace) -> int:
             evidence.append(None if ll is None else float(ll))
             fitted_sim = built.with_backend("fitted", fitted_model)
             runs.append(run_policies(fitted_sim))
+        from envs.fitted.ensemble import member_interval
+
+        member_runs = [run_policies(built.with_backend("fitted", member)) for member in members]
         lengths = runs[0]["logging"].session_pages  # the logging policy's sessions in the first fitted simulator
         true_values = np.array([truth[name].reward_per_session for name in agents])
         for refit, run in enumerate(runs):
@@ -151,9 +158,13 @@ def _fidelity(args: argparse.Namespace) -> int:
                              "true_per_page": truth[name].reward_per_page,
                              "true_pages": truth[name].pages_per_session,
                              "fitted_per_page": float(np.mean([run[name].reward_per_page for run in runs])),
-                             "fitted_pages": float(np.mean([run[name].pages_per_session for run in runs]))})
+                             "fitted_pages": float(np.mean([run[name].pages_per_session for run in runs])),
+                             "fitted_ci": list(member_interval(
+                                 [run[name].reward_per_session for run in runs[:1] + member_runs],
+                                 [run[name].reward_se for run in runs[:1] + member_runs], seed=args.seed)),
+                             "models": 1 + len(member_runs)})
     report = fidelity_report(logs, train, test, space, model, simulated_lengths=lengths, policies=policies,
-                             refits=refits if args.refits > 1 else None)
+                             refits=refits if args.refits > 1 else None, members=members)
     report.settings = {"command": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                                    if k not in ("handler", "fit")},
                        "fit": asdict(fit), "model": None if built.model_dir is None else str(built.model_dir)}
