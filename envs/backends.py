@@ -33,6 +33,8 @@ class Sessions:
         query: (B,) query index in the item space, -1 when browsing.
         is_search: (B,) bool.
         fake: (B,) bool, fake users (robustness option) who click at random and never buy.
+        context: (B, m) encoded request context of each session (from the logged request it started from), or
+            None (the fitted model then uses its training mean).
     """
 
     user: np.ndarray
@@ -41,11 +43,13 @@ class Sessions:
     query: np.ndarray
     is_search: np.ndarray
     fake: np.ndarray
+    context: np.ndarray | None = None
 
     def take(self, rows: np.ndarray) -> Sessions:
         """The sub-batch ``rows``."""
         return Sessions(self.user[rows], self.world_user[rows], None if self.intent is None else self.intent.take(rows),
-                        self.query[rows], self.is_search[rows], self.fake[rows])
+                        self.query[rows], self.is_search[rows], self.fake[rows],
+                        None if self.context is None else self.context[rows])
 
 
 class Backend(Protocol):
@@ -83,7 +87,7 @@ class FittedBackend:
         query = np.where(sessions.query[:, None] >= 0, self.space.query_vecs[np.maximum(sessions.query, 0)], 0.0) \
             if len(self.space.query_vecs) else np.zeros_like(profile)
         return self.model.predict(profile, self.space.item_vecs[shown], query, sessions.is_search, shown,
-                                  sessions.user)
+                                  sessions.user, sessions.context)
 
     def continuation(self, sessions: Sessions, profile: np.ndarray, shown: np.ndarray, clicked: np.ndarray,
                      purchased: np.ndarray, repeat_share: np.ndarray, attract: np.ndarray,

@@ -180,7 +180,11 @@ def world_simulator(setup: WorldSetup, config: EnvConfig | None = None, *,
 
 def log_simulator(train: LoggedData, space: ItemSpace, model: ResponseModel,
                   config: EnvConfig | None = None) -> Simulator:
-    """A simulator fitted from a user's own logs: sessions start like the logged ones (user and query)."""
+    """A simulator fitted from a user's own logs: sessions start like the logged ones (user, query and context).
+
+    Each new session copies a logged session's first request, drawn uniformly: its user (their history and
+    profile), its query and its context columns (encoded as the model was fitted), kept for the whole session.
+    """
     config = config or EnvConfig()
     users, generator, _ = _common(train, space, config)
     inter = train.interactions
@@ -193,7 +197,8 @@ def log_simulator(train: LoggedData, space: ItemSpace, model: ResponseModel,
         else np.full(len(starts), -1)
     query = space.query_index(inter[S.QUERY].to_numpy(dtype=object)[starts]) if S.QUERY in inter \
         else np.full(len(starts), -1)
-    source = SessionSource(space, users, log_starts=(user.astype(np.int64), query))
+    context = model.context.transform(inter.iloc[starts]) if model.context.width else None
+    source = SessionSource(space, users, log_starts=(user.astype(np.int64), query), log_context=context)
     return Simulator(space, users, generator, FittedBackend(model, space), source, config, _prices(train.items),
                      model.default_profile)
 
@@ -417,6 +422,14 @@ class BuiltSimulator:
         check_choice(backend, "backend", WORLD_BACKENDS)
         return world_simulator(self.inputs.setup, self.inputs.env, backend=backend,  # type: ignore[arg-type]
                                model=model or self.model, shoppers=self.spec.shoppers)  # type: ignore[arg-type]
+
+
+def simulator_for_model(built: BuiltSimulator, model: ResponseModel) -> Simulator:
+    """The simulator of ``built`` with ``model`` answering (e.g. a bootstrap refit), for the world or for logs."""
+    inputs = built.inputs
+    if inputs.setup is not None:
+        return built.with_backend("fitted", model)
+    return log_simulator(inputs.train, inputs.space, model, inputs.env)
 
 
 def build_simulator(spec: SimulatorSpec) -> BuiltSimulator:

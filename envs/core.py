@@ -140,16 +140,22 @@ class SessionSource:
         users: the env's user table.
         world: draw from this synthetic world (users by activity, intents from tastes), or
         log_starts: (user row, query index) pairs of the logged sessions' first requests, drawn uniformly.
+        log_context: (n_starts, m) encoded request context of those first requests (the session keeps it), or
+            None.
         logged_only: with ``world``, draw only the shoppers of the user table (those of the logs it was built
             from), at their activity renormalised; False draws every shopper of the world, and those the logs
             never saw are unknown users (row -1).
     """
 
     def __init__(self, space: ItemSpace, users: UserTable, *, world: SyntheticWorld | None = None,
-                 log_starts: tuple[np.ndarray, np.ndarray] | None = None, logged_only: bool = False) -> None:
+                 log_starts: tuple[np.ndarray, np.ndarray] | None = None, logged_only: bool = False,
+                 log_context: np.ndarray | None = None) -> None:
         if (world is None) == (log_starts is None):
             raise ConfigError("give exactly one of `world` or `log_starts`")
         self.space, self.users, self.world, self.log_starts = space, users, world, log_starts
+        if log_context is not None and (log_starts is None or len(log_context) != len(log_starts[0])):
+            raise ConfigError("`log_context` needs `log_starts` and one row per logged session start")
+        self.log_context = log_context
         self._activity: np.ndarray | None = None
         if world is not None:
             self._world_to_row = users.user_ids.get_indexer(pd.Index(world.user_ids()))
@@ -169,7 +175,8 @@ class SessionSource:
         assert self.log_starts is not None
         user, query = self.log_starts
         pick = rng.integers(0, len(user), n)
-        return Sessions(user[pick], np.full(n, -1), None, query[pick], query[pick] >= 0, fake)
+        return Sessions(user[pick], np.full(n, -1), None, query[pick], query[pick] >= 0, fake,
+                        None if self.log_context is None else self.log_context[pick])
 
 
 class Simulator:
@@ -337,7 +344,8 @@ class Simulator:
                                     put(s.intent.attr_value, f.intent.attr_value),
                                     put(s.intent.is_search, f.intent.is_search))
         sessions = Sessions(put(s.user, f.user), put(s.world_user, f.world_user), intent, put(s.query, f.query),
-                            put(s.is_search, f.is_search), put(s.fake, f.fake))
+                            put(s.is_search, f.is_search), put(s.fake, f.fake),
+                            None if s.context is None or f.context is None else put(s.context, f.context))
         profile = ProfileState(put(state.profile.sum, fresh.profile.sum), put(state.profile.weight,
                                                                                  fresh.profile.weight))
         return replace(state, sessions=sessions, profile=profile, seen=put(state.seen, fresh.seen),

@@ -220,7 +220,11 @@ def _auc(p: np.ndarray, y: np.ndarray) -> float:
 
 def replay_predictions(logs: LoggedData, test_mask: np.ndarray, space: ItemSpace,
                        model: ResponseModel) -> tuple[np.ndarray, np.ndarray]:
-    """Fitted P(click) and P(purchase) of each held-out row (logged ranking replayed), (n_test,) each."""
+    """Fitted P(click) and P(purchase) of each held-out row (logged ranking replayed), (n_test,) each.
+
+    Each row is predicted in its request's context: the shopper's profile from earlier rows, the query and the
+    request's context columns.
+    """
     from encoders.profiles import BehaviourWeights
 
     inter = logs.interactions
@@ -230,8 +234,9 @@ def replay_predictions(logs: LoggedData, test_mask: np.ndarray, space: ItemSpace
     rows = np.flatnonzero(test_mask)
     r = req.row_request[rows]
     users = space_user_rows(logs)
+    context = model.context.transform(inter.iloc[req.first_row])[r] if model.context.width else None
     probs = model.predict(profile[r], space.item_vecs[item[rows]][:, None, :], req.query[r], req.is_search[r],
-                          item[rows][:, None], None if users is None else users[rows])[:, 0, :]
+                          item[rows][:, None], None if users is None else users[rows], context)[:, 0, :]
     theta = model.examination(int(inter[S.POSITION].max()))[inter[S.POSITION].to_numpy()[rows] - 1]
     click = theta * probs[:, 0]
     return click, click * probs[:, 1] * probs[:, 2]

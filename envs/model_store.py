@@ -40,7 +40,7 @@ from shopgym.data.io import current_umask
 from shopgym.errors import ConfigError
 
 #: bumped whenever a change to the fitting code or the saved format makes older fits stale
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2
 FINGERPRINT_FILE = "fingerprint.json"
 #: FitConfig fields that change how fast a fit runs, not what it learns (left out of the fingerprint)
 EXECUTION_ONLY = ("threads",)

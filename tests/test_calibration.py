@@ -62,22 +62,21 @@ def test_debias_weights_keep_the_effective_sample_and_warn():
     assert not report["lowered"] and report["effective_rows"] == pytest.approx(100)
 
 
-def test_bootstrap_requests_resamples_whole_requests_with_distinct_ids(small_logs):
-    tiny_logs = small_logs
-    boot = bootstrap_requests(tiny_logs, member=1)
-    inter, original = boot.interactions, tiny_logs.interactions
-    assert boot.interactions[S.REQUEST_ID].nunique() == original[S.REQUEST_ID].nunique()
-    sizes = original.groupby(S.REQUEST_ID).size()
-    base = inter[S.REQUEST_ID].str.rsplit("~", n=1).str[0]
-    # every copy of a request has all the request's slots
-    np.testing.assert_array_equal(inter.groupby(S.REQUEST_ID).size().to_numpy(),
-                                  sizes.reindex(inter.groupby(S.REQUEST_ID).size().index.str.rsplit("~", n=1).str[0])
-                                  .to_numpy())
-    assert set(base) <= set(original[S.REQUEST_ID])
+def test_bootstrap_resamples_whole_shoppers_with_distinct_ids(small_logs):
+    boot = bootstrap_requests(small_logs, member=1)
+    inter, original = boot.interactions, small_logs.interactions
+    assert boot.meta["bootstrap_cluster"] == S.USER_ID
+    assert inter[S.USER_ID].nunique() == original[S.USER_ID].nunique()
+    # every copy of a shopper holds all the shopper's rows, and sessions are not merged with their originals
+    base_user = inter[S.USER_ID].str.rsplit("~", n=1).str[0]
+    per_copy = inter.groupby(S.USER_ID).size()
+    expected = original.groupby(S.USER_ID).size().reindex(per_copy.index.str.rsplit("~", n=1).str[0]).to_numpy()
+    np.testing.assert_array_equal(per_copy.to_numpy(), expected)
+    assert set(base_user) <= set(original[S.USER_ID])
+    assert inter.groupby(S.SESSION_ID)[S.USER_ID].nunique().max() == 1
     assert inter[S.TIMESTAMP].is_monotonic_increasing
-    again = bootstrap_requests(tiny_logs, member=1)
-    pd.testing.assert_frame_equal(again.interactions, inter)  # seeded
-    assert not bootstrap_requests(tiny_logs, member=2).interactions.equals(inter)
+    pd.testing.assert_frame_equal(bootstrap_requests(small_logs, member=1).interactions, inter)  # seeded
+    assert not bootstrap_requests(small_logs, member=2).interactions.equals(inter)
 
 
 def test_member_interval_mixes_model_and_noise():

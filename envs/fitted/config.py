@@ -33,6 +33,9 @@ class FitConfig:
         min_effective_share: the clipping level is lowered until the weights keep an effective sample
             (Kish) of at least this share of the rows, with a warning (:func:`envs.fitted.debias_weights`).
         max_epochs: at most this many passes over the training rows (small logs stop well before ``steps``).
+        context: let the logs' request context columns (every interaction column the format does not name)
+            enter the click model (:mod:`envs.fitted.context`).
+        context_l2: L2 on the context weights.
         prior_clicks: pseudo-clicks shrinking each position's examination towards the pooled rate in the
             calibration on the training rows (:func:`envs.fitted.calibrate_examination`).
         latent_classes: number of latent shopper classes of the attractiveness model (:mod:`envs.latent`),
@@ -71,6 +74,8 @@ class FitConfig:
     min_effective_share: float = 0.5
     max_epochs: float = 30.0
     prior_clicks: float = 5.0
+    context: bool = True
+    context_l2: float = 10000.0
     latent_classes: int = 16
     class_epochs: int = 30
     logged_rankings: bool = True

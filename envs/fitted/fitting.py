@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from encoders.base import l2_normalize
 from encoders.profiles import BehaviourWeights
 from envs.fitted.config import FitConfig
+from envs.fitted.context import ContextEncoding
 from envs.fitted.model import ResponseModel, _Net, items_digest, page_features
 from envs.latent import (
     LatentClassConfig,
@@ -150,7 +151,9 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     else:
         user_index, row_user = pd.Index([]), np.zeros(len(inter), dtype=np.int64)
     n_users = len(user_index)
-    net = _Net(space.dim, cfg.hidden, space.n_items, n_positions, rank, n_users)
+    encoding = ContextEncoding.fit(inter.iloc[req.first_row]) if cfg.context else ContextEncoding()
+    context = encoding.transform(inter.iloc[req.first_row])  # (R, m)
+    net = _Net(space.dim, cfg.hidden, space.n_items, n_positions, rank, n_users, encoding.width)
     with torch.no_grad():
         vecs = space.item_vecs  # float64 rows minus their float32 mean, as the model has always been fitted
         directions = principal_directions(vecs.astype(np.float64), rank, centre=vecs.mean(axis=0))
@@ -178,6 +181,7 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
         row_weight, weighting = debias_weights(inter[S.PROPENSITY].to_numpy(dtype=np.float64), cfg.max_weight,
                                                cfg.min_effective_share, train.name)
     t_weight = torch.from_numpy(row_weight)
+    t_context = torch.from_numpy(context)
     t_cart = torch.from_numpy(carted) if carted is not None else None
     t_buy = torch.from_numpy(purchased) if purchased is not None else None
 
@@ -189,7 +193,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
 
     def batch_loss(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = rows_request[rows]
-        logits = net(t_profile[r], t_items[t_item[rows]], t_query[r], t_search[r], t_item[rows], t_user[rows])
+        logits = net(t_profile[r], t_items[t_item[rows]], t_query[r], t_search[r], t_item[rows], t_user[rows],
+                     t_context[r])
         log_p = net.log_theta(t_pos[rows]) + torch.nn.functional.logsigmoid(logits[:, 0])
         p = log_p.exp().clamp(1e-7, 1 - 1e-7)
         y = t_click[rows]
@@ -212,6 +217,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
         {"params": list(net.trunk.parameters()) + list(net.heads.parameters()), "weight_decay": cfg.weight_decay},
         {"params": [net.position_logit], "weight_decay": 0.0},
         {"params": list(net.item_bias.parameters()) + list(net.user_taste.parameters()), "weight_decay": 0.0},
+        *([{"params": list(net.context_main.parameters()) + list(net.context_taste.parameters()),
+            "weight_decay": 0.0}] if net.n_context else []),
     ], lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     best_state, best_valid, history = None, math.inf, []
@@ -229,6 +236,9 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
         loss, _ = batch_loss(rows)
         loss = loss + cfg.item_bias_l2 * net.item_bias.weight.pow(2).sum() \
             + cfg.user_taste_l2 * net.user_taste.weight.pow(2).sum()
+        if net.n_context:  # a Gaussian prior on the weights: its precision is spread over the training rows
+            loss = loss + cfg.context_l2 / len(train_rows) * (net.context_main.weight.pow(2).sum()
+                                                              + net.context_taste.weight.pow(2).sum())
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -252,7 +262,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     eta = _power_law(theta)
     model = ResponseModel(net, space.dim, space.n_items, items_digest(space.item_ids), theta, eta, None,
                           cfg.default_continuation, default_profile, cfg.hidden,
-                          has_cart=carted is not None, has_purchase=purchased is not None)
+                          has_cart=carted is not None, has_purchase=purchased is not None, context=encoding,
+                          context_mean=context.mean(axis=0) if encoding.width else None)
     class_report = None
     if cfg.latent_classes >= 2 and train.has_users:
         propensity = inter[S.PROPENSITY].to_numpy(dtype=np.float64) if train.has_propensities else None
@@ -268,12 +279,12 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
                                   restarts=cfg.class_restarts,
                                   seed=cfg.seed), profile,
                 pages, progress=progress)
-    alpha = _training_attractiveness(model, req, profile, item, space, space_user_rows(train))
+    alpha = _training_attractiveness(model, req, profile, item, space, space_user_rows(train), context)
     calibration = calibrate_examination(alpha, position, clicked, prior_clicks=cfg.prior_clicks)
     model.attract_shift = calibration.shift
     model.examination_logged = calibration.theta.astype(np.float64)
     model.eta = _power_law(calibration.theta)
-    coef, n_sessions = _fit_continuation(train, model, req, profile, item, space)
+    coef, n_sessions = _fit_continuation(train, model, req, profile, item, space, context)
     model.continuation_coef = coef
     model.report = {"rows": int(len(inter)), "requests": int(n_req), "valid_click_nll": history, "steps": steps,
                     "sessions": n_sessions, "examination": calibration.theta.tolist(),
@@ -282,13 +293,15 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
                     "examination_before_calibration": theta.tolist(), "examination_source": theta_source,
                     "calibration": {"shift": calibration.shift, "clicks": calibration.clicks.tolist(),
                                     "expected_clicks": calibration.expected.tolist()},
-                    "weighting": weighting, "eta": model.eta, "latent_classes": class_report,
+                    "weighting": weighting, "context_inputs": encoding.width, "eta": model.eta,
+                    "latent_classes": class_report,
                     "fit_config": asdict(cfg), "fit_seconds": time.perf_counter() - started}
     return model
 
 
 def _training_attractiveness(model: ResponseModel, req: _Requests, profile: np.ndarray, item: np.ndarray,
-                             space: ItemSpace, row_user: np.ndarray | None, chunk: int = 32768) -> np.ndarray:
+                             space: ItemSpace, row_user: np.ndarray | None, context: np.ndarray,
+                             chunk: int = 32768) -> np.ndarray:
     """(n_rows,) the model's P(click | examined) of every training row, in chunks of ``chunk`` rows."""
     r = req.row_request
     out = np.empty(len(r))
@@ -297,7 +310,7 @@ def _training_attractiveness(model: ResponseModel, req: _Requests, profile: np.n
         rr = r[rows]
         out[rows] = model.predict(profile[rr], space.item_vecs[item[rows]][:, None, :], req.query[rr],
                                   req.is_search[rr], item[rows][:, None],
-                                  None if row_user is None else row_user[rows])[:, 0, 0]
+                                  None if row_user is None else row_user[rows], context[rr])[:, 0, 0]
     return out
 
 
@@ -499,7 +512,7 @@ def session_codes(logs: LoggedData, first_row: np.ndarray) -> np.ndarray | None:
 
 
 def _fit_continuation(train: LoggedData, model: ResponseModel, req: _Requests, profile: np.ndarray,
-                      item: np.ndarray, space: ItemSpace) -> tuple[np.ndarray | None, int]:
+                      item: np.ndarray, space: ItemSpace, context: np.ndarray) -> tuple[np.ndarray | None, int]:
     """Logistic regression of 'another request follows in the session' on page features."""
     session = session_codes(train, req.first_row)
     if session is None:
@@ -519,7 +532,7 @@ def _fit_continuation(train: LoggedData, model: ResponseModel, req: _Requests, p
     row_user = space_user_rows(train)
     probs = model.predict(profile[r[top_rows]], space.item_vecs[item[top_rows]][:, None, :],
                           req.query[r[top_rows]], req.is_search[r[top_rows]], item[top_rows][:, None],
-                          None if row_user is None else row_user[top_rows])[:, 0, 0]
+                          None if row_user is None else row_user[top_rows], context[r[top_rows]])[:, 0, 0]
     top_attract = np.bincount(r[top_rows], weights=probs, minlength=n_req) / np.maximum(
         np.bincount(r[top_rows], minlength=n_req), 1)
     # page index within session and whether a later request of the same session exists

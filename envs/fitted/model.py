@@ -14,6 +14,7 @@ import torch
 from scipy.special import expit
 from torch import nn
 
+from envs.fitted.context import ContextEncoding
 from envs.latent import (
     LatentClasses,
     table_rows,
@@ -24,7 +25,8 @@ from shopgym.errors import ConfigError
 
 
 class _Net(nn.Module):
-    def __init__(self, dim: int, hidden: int, n_items: int, n_positions: int, rank: int, n_users: int) -> None:
+    def __init__(self, dim: int, hidden: int, n_items: int, n_positions: int, rank: int, n_users: int,
+                 n_context: int = 0) -> None:
         super().__init__()
         # inputs are projected on the catalog's top `rank` principal directions (a fixed buffer); exact
         # full-dimension cosines are added as features, so little is lost and the trunk stays small
@@ -41,10 +43,17 @@ class _Net(nn.Module):
         # theta_1 = 1; theta_k = sigmoid(phi_k) for k >= 2, initialised at 1/k
         init = torch.tensor([1.0 / k for k in range(2, n_positions + 1)])
         self.position_logit = nn.Parameter(torch.log(init / (1 - init + 1e-6)))
+        # request context c (m inputs, envs.fitted.context): a main effect w . c and a taste (W c) . P^T i
+        self.n_context = int(n_context)
+        if self.n_context:
+            self.context_main = nn.Linear(self.n_context, 1, bias=False)
+            self.context_taste = nn.Linear(self.n_context, rank, bias=False)
+            nn.init.zeros_(self.context_main.weight)
+            nn.init.zeros_(self.context_taste.weight)
 
     def forward(self, u: torch.Tensor, i: torch.Tensor, q: torch.Tensor, s: torch.Tensor,
-                item: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
-        """(..., 3) logits of click-attractiveness, cart|click, purchase|cart."""
+                item: torch.Tensor, user: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., 3) logits of click-attractiveness, cart|click, purchase|cart (``ctx`` laid out like ``u``)."""
         # u, q and s may be un-expanded (B, 1, d) / (B, 1) against i (B, K, d): they broadcast
         cosines = torch.stack(torch.broadcast_tensors((u * i).sum(-1), (q * i).sum(-1)), dim=-1)
         u, i, q = u @ self.projection, i @ self.projection, q @ self.projection
@@ -53,6 +62,8 @@ class _Net(nn.Module):
         x = torch.cat([self.scale * u * i, self.scale * q * i, i, u.expand(shape), flag, cosines], dim=-1)
         logits = self.heads(self.trunk(x))
         bias = self.item_bias(item).squeeze(-1) + (self.user_taste(user) * i).sum(-1) * self.scale
+        if self.n_context and ctx is not None:
+            bias = bias + self.context_main(ctx).squeeze(-1) + (self.context_taste(ctx) * i).sum(-1) * self.scale
         return torch.cat([(logits[..., 0] + bias).unsqueeze(-1), logits[..., 1:]], dim=-1)
 
     def log_theta(self, position: torch.Tensor) -> torch.Tensor:
@@ -81,6 +92,8 @@ class ResponseModel:
             P(click | examined) and the MLP's click head is used for nothing else.
         attract_shift: the calibration's logit shift ``a`` of P(click | examined),
             :math:`\alpha' = \sigma(\mathrm{logit}\,\alpha + a)` (see :func:`envs.fitted.calibrate_examination`).
+        context: how the logs' request context columns are encoded (:mod:`envs.fitted.context`; empty: none).
+        context_mean: (m,) mean encoded context of the training requests, used when a request's is unknown.
     """
 
     net: _Net
@@ -98,6 +111,8 @@ class ResponseModel:
     has_purchase: bool = True
     classes: LatentClasses | None = None
     attract_shift: float = 0.0
+    context: ContextEncoding = field(default_factory=ContextEncoding)
+    context_mean: np.ndarray | None = None
 
     # ------------------------------------------------------------------ prediction
     def examination(self, n_positions: int) -> np.ndarray:
@@ -110,7 +125,8 @@ class ResponseModel:
 
     @torch.inference_mode()
     def predict(self, user: np.ndarray, item_vecs: np.ndarray, query: np.ndarray, is_search: np.ndarray,
-                items: np.ndarray, user_rows: np.ndarray | None = None) -> np.ndarray:
+                items: np.ndarray, user_rows: np.ndarray | None = None,
+                context: np.ndarray | None = None) -> np.ndarray:
         """Probabilities of click-if-examined, cart | click, purchase | cart.
 
         Args:
@@ -120,6 +136,7 @@ class ResponseModel:
             is_search: (B,) bool.
             items: (B, K) catalog indices.
             user_rows: (B,) rows in the training user table (-1 or None: unknown users).
+            context: (B, m) encoded request contexts (:attr:`context`; None: the training mean).
 
         Returns:
             (B, K, 3) float64.
@@ -131,7 +148,11 @@ class ResponseModel:
         s = torch.from_numpy(np.asarray(is_search, dtype=np.float32)).unsqueeze(1)
         rows = table_rows(user_rows, self.net.user_taste.num_embeddings - 1, b)
         user_t = torch.from_numpy(rows).unsqueeze(1).expand(b, k)
-        logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), user_t)
+        ctx = None
+        if self.net.n_context:
+            given = np.broadcast_to(self.context_mean, (b, self.net.n_context)) if context is None else context
+            ctx = torch.from_numpy(np.ascontiguousarray(given, dtype=np.float32)).unsqueeze(1)
+        logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), user_t, ctx)
         probs = torch.sigmoid(logits).double().numpy()
         if self.classes is not None:
             probs[..., 0] = self.classes.attractiveness(item_vecs, query, is_search, items, user_rows, user)
@@ -159,6 +180,8 @@ class ResponseModel:
         out.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
         tensors["default_profile"] = torch.from_numpy(np.asarray(self.default_profile, dtype=np.float32))
+        if self.context_mean is not None:
+            tensors["context_mean"] = torch.from_numpy(np.asarray(self.context_mean, dtype=np.float32))
         if self.classes is not None:
             tensors.update({f"classes.{k}": v.detach().contiguous() for k, v in self.classes.state_dict().items()})
         atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, str(tmp)))
@@ -169,6 +192,7 @@ class ResponseModel:
             "continuation_coef": None if self.continuation_coef is None else self.continuation_coef.tolist(),
             "default_continuation": self.default_continuation, "report": self.report,
             "has_cart": self.has_cart, "has_purchase": self.has_purchase, "attract_shift": self.attract_shift,
+            "n_context": int(self.net.n_context), "context": self.context.to_json(),
             "latent_classes": None if self.classes is None else {
                 "n_classes": int(self.classes.taste.shape[0]), "n_users": self.classes.n_users,
                 "deviation_rank": self.classes.deviation_rank, "relevance_knots": len(self.classes.knots)},
@@ -191,8 +215,9 @@ class ResponseModel:
             raise ConfigError(f"{folder}: not a readable response model ({exc}); refit it") from exc
         n_positions = len(config["examination_logged"])
         net = _Net(config["dim"], config["hidden"], config["n_items"], n_positions, int(config["rank"]),
-                   int(config["n_users"]))
+                   int(config["n_users"]), int(config.get("n_context", 0)))
         default = tensors.pop("default_profile").numpy()
+        context_mean = tensors.pop("context_mean").numpy() if "context_mean" in tensors else None
         class_tensors = {k[len("classes."):]: tensors.pop(k) for k in list(tensors) if k.startswith("classes.")}
         classes = None
         try:
@@ -211,7 +236,8 @@ class ResponseModel:
                    np.asarray(config["examination_logged"]), float(config["eta"]),
                    None if coef is None else np.asarray(coef), float(config["default_continuation"]), default,
                    int(config["hidden"]), dict(config.get("report", {})), bool(config.get("has_cart", True)),
-                   bool(config.get("has_purchase", True)), classes, float(config.get("attract_shift", 0.0)))
+                   bool(config.get("has_purchase", True)), classes, float(config.get("attract_shift", 0.0)),
+                   ContextEncoding.from_json(config.get("context")), context_mean)
 
     def check_space(self, space: ItemSpace) -> None:
         """Raise if ``space`` is not the catalog/embedding the model was fitted on."""

@@ -51,6 +51,13 @@ class Prepared:
     world: SyntheticWorld | None
     examination: np.ndarray
     built: BuiltSimulator | None = None
+    #: bootstrap refits of the fitted simulator: seed i runs in ``(self, *members)[i mod (1 + len)]``
+    members: tuple[Prepared, ...] = ()
+
+    def for_seed(self, position: int) -> tuple[Prepared, int]:
+        """The simulator the seed at ``position`` of the seed list runs in, and its model's number (0: the fit)."""
+        model = position % (1 + len(self.members))
+        return (self, *self.members)[model], model
 
 
 def blas_threads(limit: int | None) -> Any:
@@ -95,6 +102,44 @@ def prepare(cfg: DictConfig) -> Prepared:
 
     built = build_simulator(simulator_spec(cfg))
     return prepared_from(built, built.sim)
+
+
+def with_members(cfg: DictConfig, prep: Prepared) -> Prepared:
+    """``prep`` with the bootstrap refits of its fitted model (``cfg.bootstrap``; see :class:`RunSchema`)."""
+    from dataclasses import replace as replace_fields
+
+    from envs.build import fingerprint_of, simulator_for_model
+    from envs.fitted.ensemble import fit_members
+
+    built = prep.built
+    if built is None or built.model is None:
+        return prep
+    count = bootstrap_members(cfg.get("bootstrap"), (built.model.report or {}).get("fit_seconds"),
+                              len(seed_list(cfg.seeds)))
+    if count == 0:
+        return prep
+    spec = built.spec
+    members = fit_members(built.inputs.train, built.inputs.space, spec.fit, count,
+                          fingerprint=fingerprint_of(built.inputs, spec), cache_dir=spec.cache_dir,
+                          progress=spec.progress)
+    return replace_fields(prep, members=tuple(prepared_from(built, simulator_for_model(built, m)) for m in members))
+
+
+#: the fit time under which ``bootstrap: null`` refits the simulator once per seed beyond the first
+QUICK_FIT_SECONDS = 30.0
+
+
+def bootstrap_members(option: Any, fit_seconds: float | None, n_seeds: int) -> int:
+    """The ``bootstrap`` option resolved: an int >= 0 as given; None: ``n_seeds - 1`` when the fit is quick, else 0.
+
+    Raises:
+        ConfigError: not an integer >= 0 or null.
+    """
+    if option is None:
+        return max(n_seeds - 1, 0) if fit_seconds is not None and fit_seconds < QUICK_FIT_SECONDS else 0
+    if isinstance(option, bool) or not isinstance(option, int) or option < 0:
+        raise ConfigError(f"`bootstrap` must be an integer >= 0 or null, got {option!r}")
+    return int(option)
 
 
 def prepared_from(built: BuiltSimulator, sim: Simulator) -> Prepared:
@@ -279,7 +324,8 @@ def run_agents(cfg: DictConfig, names: list[str], preps: dict[str, Prepared], ou
     seeds = seed_list(cfg.seeds)
     backend = backend_name(cfg.backend)
     worlds = {"": "true world" if backend == "true" else f"{backend} simulator", "-true": "true world"}
-    jobs = [RunJob(name, int(seed), tag, worlds[tag]) for tag in preps for seed in seeds for name in names]
+    jobs = [RunJob(name, int(seed), tag, _model_label(worlds[tag], preps[tag], position))
+            for tag in preps for position, seed in enumerate(seeds) for name in names]
     done: dict[RunJob, RunTrace] = {}
     for job in jobs:
         path = out / "traces" / f"{job.key}.json"
@@ -304,13 +350,20 @@ def run_agents(cfg: DictConfig, names: list[str], preps: dict[str, Prepared], ou
     check_blas_threads(cfg.get("blas_threads", 1))  # before any run (applying it here would limit this process)
 
     def execute(job: RunJob, report: Any) -> RunTrace | str:
-        return _execute_run(job, cfg, preps[job.tag], out, report)
+        prep, _ = preps[job.tag].for_seed(seeds.index(job.seed))
+        return _execute_run(job, cfg, prep, out, report)
 
     run_parallel(todo, execute, on_result, workers=worker_count(cfg.get("jobs"), len(todo)),
                  kind=lambda job: (job.name, job.tag), label=lambda job: job.label, desc="compare",
                  progress=bool(cfg.progress))
     traces = {tag: [done[job] for job in jobs if job.tag == tag and job in done] for tag in preps}
     return traces, skipped
+
+
+def _model_label(world: str, prep: Prepared, position: int) -> str:
+    """What the progress line calls the world of the seed at ``position`` (its bootstrap model, if any)."""
+    _, model = prep.for_seed(position)
+    return f"{world}, bootstrap model {model}" if model else world
 
 
 @dataclass(frozen=True)
@@ -446,7 +499,7 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
     unknown = [n for n in names if n not in cfg.agents]
     if unknown:
         raise ConfigError(f"`only` names unknown agents {unknown}; configured: {list(cfg.agents)}")
-    prep = prepare(cfg)
+    prep = with_members(cfg, prepare(cfg))
     preps = {"": prep}
     if wants_truth(cfg, prep):
         assert prep.built is not None
@@ -464,7 +517,7 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
         write_json({f"{t.agent}/seed{t.seed}": {m: v.tolist() for m, v in t.steps.items()} for t in true_traces},
                    out / "curves_true.json")
     atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
-    markdown = to_markdown(table, backend=backend, agreement=agreement)
+    markdown = to_markdown(table, backend=backend, agreement=agreement) + interval_note(prep, len(seed_list(cfg.seeds)))
     if skipped:
         markdown += "\nSkipped (the logs cannot support them):\n\n" + "".join(
             f"* {name}: {reason}\n" for name, reason in skipped.items())
@@ -480,6 +533,19 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
     print(done)
     log.info("%s\n%s", markdown, done)  # compare.log in the run folder (Hydra's file handler)
     return table
+
+
+def interval_note(prep: Prepared, n_seeds: int) -> str:
+    """What the intervals over seeds cover: with bootstrap refits, the model's uncertainty too."""
+    if prep.built is None or prep.built.model is None:
+        return ""
+    models = min(1 + len(prep.members), n_seeds)
+    if models > 1:
+        return (f"\nThe seeds ran in {models} fitted models (the fit and {models - 1} refits on bootstrap resamples "
+                "of the training requests, seed i in model i mod the number of models): the simulated intervals "
+                "include the model's uncertainty, not only the simulation's and the agents' randomness.\n")
+    return ("\nEvery seed ran in the same fitted model: the simulated intervals cover the simulation's and the "
+            "agents' randomness, not the model's uncertainty (bootstrap=2 runs seeds in bootstrap refits).\n")
 
 
 def headline(table: pd.DataFrame) -> float:

@@ -125,6 +125,10 @@ class RunSchema:
     #: built-in world only: also run every agent in the true world and report the agreement (None: whenever the
     #: backend is not already the truth)
     truth: Optional[bool] = None  # noqa: UP045
+    #: fitted simulator: bootstrap refits of the response model; seed i runs in model i mod (1 + bootstrap), so
+    #: the interval over seeds includes model uncertainty (None: one per seed beyond the first when the fit
+    #: took under 30 s, else 0)
+    bootstrap: Optional[int] = None  # noqa: UP045
     attribute_weight: float = _spec_default("attribute_weight")
     cache_dir: str = "${oc.env:SHOPGYM_CACHE,${oc.env:HOME}/.cache/shopgym}"
     test_fraction: float = _spec_default("test_fraction")
@@ -279,6 +283,10 @@ def check_run(cfg: DictConfig) -> None:
         from shopgym.app.jobs import worker_count
 
         worker_count(cfg.jobs, 1)
+    if cfg.get("bootstrap") is not None:
+        from shopgym.app.compare import bootstrap_members
+
+        bootstrap_members(cfg.bootstrap, None, 1)
     if cfg.only is not None:
         unknown = [str(n) for n in cfg.only if str(n) not in cfg.agents]
         if unknown:
