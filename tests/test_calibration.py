@@ -13,7 +13,7 @@ import pytest
 
 from envs.fidelity import replay_predictions, wilson
 from envs.fitted import FitConfig, calibrate_examination, debias_weights, fit_response_model
-from envs.fitted.ensemble import bootstrap_requests, member_interval
+from envs.fitted.ensemble import bootstrap_weights, member_interval
 from shopgym.data import schema as S
 
 
@@ -62,21 +62,25 @@ def test_debias_weights_keep_the_effective_sample_and_warn():
     assert not report["lowered"] and report["effective_rows"] == pytest.approx(100)
 
 
-def test_bootstrap_resamples_whole_shoppers_with_distinct_ids(small_logs):
-    boot = bootstrap_requests(small_logs, member=1)
-    inter, original = boot.interactions, small_logs.interactions
-    assert boot.meta["bootstrap_cluster"] == S.USER_ID
-    assert inter[S.USER_ID].nunique() == original[S.USER_ID].nunique()
-    # every copy of a shopper holds all the shopper's rows, and sessions are not merged with their originals
-    base_user = inter[S.USER_ID].str.rsplit("~", n=1).str[0]
-    per_copy = inter.groupby(S.USER_ID).size()
-    expected = original.groupby(S.USER_ID).size().reindex(per_copy.index.str.rsplit("~", n=1).str[0]).to_numpy()
-    np.testing.assert_array_equal(per_copy.to_numpy(), expected)
-    assert set(base_user) <= set(original[S.USER_ID])
-    assert inter.groupby(S.SESSION_ID)[S.USER_ID].nunique().max() == 1
-    assert inter[S.TIMESTAMP].is_monotonic_increasing
-    pd.testing.assert_frame_equal(bootstrap_requests(small_logs, member=1).interactions, inter)  # seeded
-    assert not bootstrap_requests(small_logs, member=2).interactions.equals(inter)
+def test_bootstrap_weights_move_whole_shoppers_and_are_seeded(small_logs):
+    w = bootstrap_weights(small_logs, member=1)
+    users = small_logs.interactions[S.USER_ID].to_numpy()
+    assert w.shape == (len(users),) and (w > 0).all()
+    per_user = pd.Series(w).groupby(users).nunique()
+    assert (per_user == 1).all()  # one weight per shopper
+    assert abs(pd.Series(w).groupby(users).first().mean() - 1.0) < 0.1  # Exp(1)
+    np.testing.assert_array_equal(bootstrap_weights(small_logs, member=1), w)
+    assert not np.array_equal(bootstrap_weights(small_logs, member=2), w)
+
+
+def test_calibration_with_weights_matches_the_weighted_clicks():
+    rng = np.random.default_rng(3)
+    alpha, position, clicked = _rows(rng, 5000, [1.0, 0.5])
+    weight = rng.standard_exponential(5000)
+    cal = calibrate_examination(alpha, position, clicked, prior_clicks=0.0, weight=weight)
+    expected = np.bincount(position - 1, weights=weight * clicked)
+    np.testing.assert_allclose(cal.clicks, expected)
+    np.testing.assert_allclose(cal.expected, expected, rtol=1e-6)
 
 
 def test_member_interval_mixes_model_and_noise():

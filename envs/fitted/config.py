@@ -75,7 +75,7 @@ class FitConfig:
     max_epochs: float = 30.0
     prior_clicks: float = 5.0
     context: bool = True
-    context_l2: float = 10000.0
+    context_l2: float = 1.0
     latent_classes: int = 16
     class_epochs: int = 30
     logged_rankings: bool = True

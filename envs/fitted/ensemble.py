@@ -3,9 +3,8 @@ r"""Model uncertainty: the response model refitted on bootstrap resamples of the
 A fitted simulator answers with one model, but the logs it was fitted on are one draw of what the shop's
 shoppers could have done; on a small log (the OBD sample has about 40 clicks) another draw gives another
 model and other answers. The bootstrap measures that: member ``j`` (``j = 1..B``) is fitted with the same
-options on a cluster resample of the training logs (:func:`bootstrap_requests`: shoppers, else sessions,
-else requests, drawn with replacement, as many as there are), and member 0 is the model fitted on the logs
-themselves. A value computed in each
+options on the training logs reweighted by a Bayesian bootstrap of their shoppers, else sessions, else
+requests (:func:`bootstrap_weights`), and member 0 is the model fitted on the logs themselves. A value computed in each
 member (a policy's CTR, an agent's cumulative reward) varies across members by what the logs could not
 pin down; :func:`member_interval` turns those values into an interval (percentile of the members, widened
 by the simulation's own noise when given).
@@ -32,32 +31,21 @@ from shopgym.data import LoggedData
 from shopgym.data import schema as S
 
 
-def bootstrap_requests(logs: LoggedData, member: int, seed: int = 0) -> LoggedData:
-    """A cluster-bootstrap resample of ``logs`` for bootstrap member ``member`` (seeded by ``(seed, member)``).
+def bootstrap_weights(logs: LoggedData, member: int, seed: int = 0) -> np.ndarray:
+    r"""(n_rows,) Bayesian-bootstrap row weights of ``logs`` for member ``member`` (seeded by ``(seed, member)``).
 
-    The clusters are the shoppers when the logs have user ids (a shopper's history, sessions and pages stay
-    together, as the profiles and the latent classes need), else the sessions when they have session ids,
-    else the requests. As many clusters as there are are drawn with replacement; a cluster drawn ``c`` times
-    appears ``c`` times, its copies told apart by a ``~<copy>`` suffix on the user, session and request ids
-    (so that a copied session is not merged with its original). Rows stay in time order.
+    Each cluster gets a weight :math:`g \sim \mathrm{Exp}(1)` (Rubin's Bayesian bootstrap: the same mean and
+    variance as the count of a cluster in a resample with replacement, without zeros) and every row the
+    weight of its cluster. The clusters are the shoppers when the logs have user ids (a shopper's history,
+    sessions and pages move together, as the profiles and the latent classes need), else the sessions when
+    they have session ids, else the requests. Weighting rather than copying keeps every id, user table and
+    session as it is, so a member plugs into the same simulator as the fit.
     """
     inter = logs.interactions
     key = S.USER_ID if logs.has_users else S.SESSION_ID if S.SESSION_ID in inter else S.REQUEST_ID
     codes, _ = pd.factorize(inter[key], sort=False)
-    n_clusters = int(codes.max()) + 1
     rng = np.random.default_rng([int(seed), int(member), 0x5EED])
-    counts = np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters)
-    row_counts = counts[codes]
-    rows = np.repeat(np.arange(len(inter)), row_counts)
-    copy = np.arange(len(rows)) - np.repeat(np.cumsum(row_counts) - row_counts, row_counts)
-    out = inter.iloc[rows].reset_index(drop=True)
-    suffix = pd.Series(copy, dtype="int64").astype(str).radd("~").to_numpy()
-    for column in (S.USER_ID, S.SESSION_ID, S.REQUEST_ID):
-        if column in out:
-            out[column] = (out[column].astype(str) + suffix).astype("string")
-    out = out.sort_values([S.TIMESTAMP, S.REQUEST_ID, S.POSITION], kind="stable").reset_index(drop=True)
-    return LoggedData(logs.items, out, f"{logs.name}[bootstrap {member}]", logs.drops,
-                      dict(logs.meta) | {"bootstrap_member": int(member), "bootstrap_cluster": key})
+    return rng.standard_exponential(int(codes.max()) + 1)[codes]
 
 
 def fit_members(train: LoggedData, space: ItemSpace, config: FitConfig, members: int, *,
@@ -85,10 +73,11 @@ def fit_members(train: LoggedData, space: ItemSpace, config: FitConfig, members:
                    _member: int = member) -> ResponseModel:
             with warnings.catch_warnings():  # the fit of the logs themselves has said it about the weights
                 warnings.filterwarnings("ignore", message=".*inverse-propensity weights", category=UserWarning)
-                return fit_response_model(bootstrap_requests(logs, _member, cfg.seed), sp, cfg, progress=False)
+                return fit_response_model(logs, sp, cfg, progress=False,
+                                          sample_weight=bootstrap_weights(logs, _member, cfg.seed))
 
         if isinstance(fingerprint, Fingerprint) and cache_dir is not None:
-            key = replace(fingerprint, fit={**fingerprint.fit, "bootstrap_member": member, "bootstrap": "clusters"})
+            key = replace(fingerprint, fit={**fingerprint.fit, "bootstrap_member": member, "bootstrap": "bayesian"})
             model, _ = fit_cached(train, space, config, key, cache_dir, fitter=fitter)
         else:
             model = fitter(train, space, config)

@@ -33,6 +33,10 @@ from shopgym.numeric import logistic_newton, principal_directions
 from shopgym.threads import torch_threads
 
 SESSION_GAP_SECONDS = 30 * 60
+#: how much tighter the prior on the context tastes is than on the context main effects
+TASTE_PRIOR = 100.0
+#: the context is kept when it lowers the held-out click log-loss by more than this many standard errors
+CONTEXT_Z = 2.0
 
 
 def _epoch_ns(timestamps: pd.Series) -> np.ndarray:
@@ -102,20 +106,70 @@ def _request_arrays(logs: LoggedData, space: ItemSpace, item: np.ndarray,
 
 
 def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | None = None, *,
-                       progress: bool = False) -> ResponseModel:
-    """Fit the user-response model on ``train`` (see :mod:`envs.fitted`).
+                       progress: bool = False, sample_weight: np.ndarray | None = None) -> ResponseModel:
+    """Fit the user-response model on ``train`` (see :mod:`envs.fitted`), with its context only where it helps.
+
+    When the logs have context columns and ``config.context`` is on, the model is fitted with and without
+    them, and the context is kept only when it lowers the click log-loss of the validation tail (the latest
+    ``valid_fraction`` of the requests) by more than :data:`CONTEXT_Z` standard errors of the per-row
+    difference: context inputs are many parameters, and on small logs (the OBD sample) they add variance
+    and nothing measurable. ``report["context_choice"]`` holds the figures.
 
     Args:
         train: training logs (use :meth:`LoggedData.split_by_time` to hold out the later part).
         space: item/query vectors; must cover every item and query of ``train``.
         config: fitting options.
         progress: show a progress bar over epochs.
+        sample_weight: (n_rows,) weights of the rows (e.g. a bootstrap's, :mod:`envs.fitted.ensemble`),
+            multiplying the inverse-propensity weights in the likelihood and the calibration; None: all 1.
 
     Raises:
         DataFormatError: the logs cannot support a click model (no clicks, or every row clicked:
             positives-only logs such as UCI Online Retail have no impressions to learn from).
     """
+    from dataclasses import replace
+
+    from envs.fitted.context import context_columns
+
     cfg = config or FitConfig()
+    started = time.perf_counter()
+    with_context = _fit_one(train, space, cfg, progress=progress, sample_weight=sample_weight)
+    if not with_context.context.width:
+        return with_context
+    without = _fit_one(train, space, replace(cfg, context=False), progress=progress, sample_weight=sample_weight)
+    gain, se = _validation_gain(train, space, cfg, with_context, without)
+    keep = gain > CONTEXT_Z * se
+    model = with_context if keep else without
+    model.report["context_choice"] = {"columns": context_columns(train.interactions), "inputs":
+                                      with_context.context.width, "kept": bool(keep),
+                                      "valid_logloss_gain": gain, "valid_logloss_gain_se": se}
+    model.report["fit_seconds"] = time.perf_counter() - started
+    return model
+
+
+def _validation_gain(train: LoggedData, space: ItemSpace, cfg: FitConfig, with_context: ResponseModel,
+                     without: ResponseModel) -> tuple[float, float]:
+    """Mean per-row click log-loss of ``without`` minus ``with_context`` on the validation tail, and its SE."""
+    from envs.fidelity import replay_predictions
+
+    inter = train.interactions
+    codes, _ = pd.factorize(inter[S.REQUEST_ID], sort=False)
+    n_req = int(codes.max()) + 1
+    cut = int(n_req * (1 - cfg.valid_fraction)) if cfg.valid_fraction > 0 else 0
+    mask = codes >= cut
+    y = inter[S.CLICKED].to_numpy(dtype=np.float64)[mask]
+
+    def loss(model: ResponseModel) -> np.ndarray:
+        p = np.clip(replay_predictions(train, mask, space, model)[0], 1e-7, 1 - 1e-7)
+        return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+
+    diff = loss(without) - loss(with_context)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(max(len(diff), 2)))
+
+
+def _fit_one(train: LoggedData, space: ItemSpace, cfg: FitConfig, *, progress: bool = False,
+             sample_weight: np.ndarray | None = None) -> ResponseModel:
+    """One fit of the response model with ``cfg`` as it is (see :func:`fit_response_model`)."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     inter = train.interactions
@@ -180,6 +234,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
     if cfg.debias and train.has_propensities:
         row_weight, weighting = debias_weights(inter[S.PROPENSITY].to_numpy(dtype=np.float64), cfg.max_weight,
                                                cfg.min_effective_share, train.name)
+    if sample_weight is not None:
+        row_weight = (row_weight * np.asarray(sample_weight, dtype=np.float32)).astype(np.float32)
     t_weight = torch.from_numpy(row_weight)
     t_context = torch.from_numpy(context)
     t_cart = torch.from_numpy(carted) if carted is not None else None
@@ -238,7 +294,7 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
             + cfg.user_taste_l2 * net.user_taste.weight.pow(2).sum()
         if net.n_context:  # a Gaussian prior on the weights: its precision is spread over the training rows
             loss = loss + cfg.context_l2 / len(train_rows) * (net.context_main.weight.pow(2).sum()
-                                                              + net.context_taste.weight.pow(2).sum())
+                                                              + TASTE_PRIOR * net.context_taste.weight.pow(2).sum())
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -280,7 +336,8 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
                                   seed=cfg.seed), profile,
                 pages, progress=progress)
     alpha = _training_attractiveness(model, req, profile, item, space, space_user_rows(train), context)
-    calibration = calibrate_examination(alpha, position, clicked, prior_clicks=cfg.prior_clicks)
+    calibration = calibrate_examination(alpha, position, clicked, prior_clicks=cfg.prior_clicks,
+                                        weight=sample_weight)
     model.attract_shift = calibration.shift
     model.examination_logged = calibration.theta.astype(np.float64)
     model.eta = _power_law(calibration.theta)
@@ -372,7 +429,7 @@ class Calibration:
 
 
 def calibrate_examination(alpha: np.ndarray, position: np.ndarray, clicked: np.ndarray, *,
-                          prior_clicks: float = 5.0) -> Calibration:
+                          prior_clicks: float = 5.0, weight: np.ndarray | None = None) -> Calibration:
     r"""Calibrate a position-based click model on its own training rows: a logit shift and the examination.
 
     With :math:`\alpha_r(a) = \sigma(\mathrm{logit}\,\alpha_r + a)` the shifted attractiveness of row ``r``,
@@ -395,6 +452,7 @@ def calibrate_examination(alpha: np.ndarray, position: np.ndarray, clicked: np.n
         position: (n,) 1-based positions.
         clicked: (n,) 0/1 clicks.
         prior_clicks: ``m``, the pseudo-clicks of the shrinkage (0: none).
+        weight: (n,) row weights (sums become weighted sums; e.g. a bootstrap's), or None.
 
     Returns:
         The shift, theta with its intervals, and the logged and expected clicks per position.
@@ -405,11 +463,12 @@ def calibrate_examination(alpha: np.ndarray, position: np.ndarray, clicked: np.n
     n_positions = int(position.max())
     base = logit(np.clip(alpha, 1e-9, 1 - 1e-9))
     k = position.astype(np.int64) - 1
-    clicks = np.bincount(k, weights=clicked.astype(np.float64), minlength=n_positions)
+    w = np.ones(len(k)) if weight is None else np.asarray(weight, dtype=np.float64)
+    clicks = np.bincount(k, weights=w * clicked.astype(np.float64), minlength=n_positions)
     total = clicks.sum()
 
     def state(a: float) -> tuple[np.ndarray, np.ndarray]:
-        shown = np.bincount(k, weights=expit(base + a), minlength=n_positions)
+        shown = np.bincount(k, weights=w * expit(base + a), minlength=n_positions)
         rate = total / max(shown.sum(), 1e-300)
         raw = (clicks + prior_clicks) / (shown + prior_clicks / max(rate, 1e-300))
         return shown, raw / raw.max()
