@@ -134,3 +134,38 @@ def test_obd_other_policy_ctr_is_inside_the_interval_and_beats_the_naive_answer(
     assert overall["predictive_ci"][0] <= overall["real_ctr"] <= overall["predictive_ci"][1]
     assert overall["abs_error"] <= overall["naive_abs_error"]
     assert [o["estimator"] for o in report["off_policy"]] == ["ips", "snips", "dr"]
+
+
+def test_cross_log_report_compares_with_the_real_and_naive_ctr_and_names_unknown_items(small_logs, tmp_path):
+    from encoders.hashing import HashingEncoder
+    from envs.cross_fidelity import check_items_known, cross_log_report, write_cross_report
+    from envs.space import ItemSpace
+    from shopgym.data import LoggedData
+    from shopgym.errors import DataFormatError
+
+    train, test = small_logs.split_by_time(0.5)
+    space = ItemSpace.build(small_logs.items, HashingEncoder(dim=32),
+                            small_logs.interactions[S.QUERY].unique().tolist())
+    config = FitConfig(steps=40, latent_classes=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        models = [fit_response_model(train, space, config)] + [
+            fit_response_model(train, space, config, sample_weight=bootstrap_weights(train, j)) for j in (1, 2)]
+    report = cross_log_report(train, test, space, models, n_resamples=200)
+    overall = report.rows[0]
+    y = test.interactions[S.CLICKED]
+    assert overall["scope"] == "all" and overall["real_ctr"] == pytest.approx(y.mean())
+    assert overall["naive_ctr"] == pytest.approx(train.interactions[S.CLICKED].mean())
+    assert overall["predictive_ci"][0] <= overall["predicted_ci"][0] <= overall["predicted_ci"][1] \
+        <= overall["predictive_ci"][1]
+    assert overall["inside"] == (overall["predictive_ci"][0] <= overall["real_ctr"] <= overall["predictive_ci"][1])
+    assert [r["scope"] for r in report.rows[1:]] == [f"position {k}" for k in range(1, 6)]
+    assert {o["estimator"] for o in report.off_policy} == {"ips", "snips", "dr"}
+    write_cross_report(report, tmp_path / "x")
+    saved = json.loads((tmp_path / "x" / "fidelity.json").read_text())
+    assert saved["rows"][0]["real_ctr"] == overall["real_ctr"] and (tmp_path / "x" / "ctr_other_log.png").is_file()
+    # another shop's log: its items are not in the catalog, and the error says which
+    other = test.interactions.copy()
+    other.loc[other.index[:3], S.ITEM_ID] = "no-such-item"
+    with pytest.raises(DataFormatError, match="no-such-item"):
+        check_items_known(LoggedData(test.items, other, "other"), space)

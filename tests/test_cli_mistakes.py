@@ -36,6 +36,10 @@ CASES = [
     (["compare", "data=generic", "data.path=/no/such/logs"], ["data.path", "does not exist"]),
     (["compare", "model=/no/such/model"], ["model=", "shopgym fit"]),
     (["compare", "data=obd", "data.path=/no/such/obd", "backend=true"], ["backend='true'", "fitted"]),
+    (["compare", "bootstrap=-1"], ["`bootstrap` must be", "-1"]),
+    (["simulate", "fidelity", "--bootstrap", "-2"], ["--bootstrap must be >= 0", "-2"]),
+    (["simulate", "fidelity", "--test", "/no/such/log"], ["--test OTHER needs DATA"]),
+    (["simulate", "fidelity", "/no/such/logs", "--test", "/no/such/log"], ["does not exist"]),
 ]
 
 

@@ -296,3 +296,26 @@ def test_every_experiment_runs_at_a_tiny_budget(tmp_path, experiment: str) -> No
                     "fit.class_epochs=3"])
     table = compare(cfg, tmp_path / "run")
     assert set(table["agent"]) == {"random", "linucb"}
+
+
+def test_seeds_run_in_bootstrap_refits_of_the_fitted_simulator(tmp_path) -> None:
+    """bootstrap=1: seed 0 runs in the fit, seed 1 in its bootstrap refit; results.md says what that buys."""
+    from shopgym.app.compare import bootstrap_members, compare
+
+    assert bootstrap_members(None, 5.0, 3) == 2 and bootstrap_members(None, 100.0, 3) == 0
+    assert bootstrap_members(1, 100.0, 3) == 1
+    for bad in (-1, True, "2"):
+        with pytest.raises(Exception, match="bootstrap"):
+            bootstrap_members(bad, 1.0, 3)
+    common = ["experiment=quick", "backend=fitted", "truth=false", "steps=3", "seeds=[0,1]", "only=[random]",
+              "progress=false", f"cache_dir={tmp_path / 'cache'}", "fit.steps=40", "fit.class_epochs=3"]
+    one = compare(_compose([*common, "bootstrap=0"]), tmp_path / "one")
+    two = compare(_compose([*common, "bootstrap=1"]), tmp_path / "two")
+    assert "ran in 2 fitted models" in (tmp_path / "two" / "results.md").read_text()
+    assert "not the model's uncertainty" in (tmp_path / "one" / "results.md").read_text()
+    curves_one = pd.read_json(tmp_path / "one" / "curves.json")
+    curves_two = pd.read_json(tmp_path / "two" / "curves.json")
+    # seed 0 ran in the same model both times; seed 1 in the refit the second time
+    assert curves_one["random/seed0"]["reward"] == curves_two["random/seed0"]["reward"]
+    assert curves_one["random/seed1"]["reward"] != curves_two["random/seed1"]["reward"]
+    assert len(one) == len(two) == 1

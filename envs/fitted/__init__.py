@@ -14,15 +14,16 @@ directions), :math:`b_i` a regularised per-item bias (0 for unseen items), :math
 taste vector per logged user (0 for unknown users) and :math:`\theta_k` the examination probability of
 slot ``k`` relative to the top slot.
 
-Position bias: when the logs carry propensities, :math:`\theta` comes from the self-normalised
-inverse-propensity ratio of :func:`examination_from_propensities` and is frozen; otherwise it is fitted
-jointly by maximum likelihood (the fixed point of the position-based model's EM, regression EM).
-Positions beyond the deepest logged one follow a power law :math:`\theta_k = k^{-\eta}` fitted to the
-logged :math:`\theta`. With propensities, every row is also weighted by its clipped, self-normalised
-inverse propensity (``FitConfig.debias``), so the model learns from an as-if-randomised distribution of
-(user, item, position) instead of what the logging policy chose to show (without it, the fitted model
-over-predicts clicks on items the logging policy shows to the right users, about 2x on the default
-world).
+Calibration: after the fit, a logit shift of the attractiveness and the examination :math:`\theta` are set
+so that the expected clicks by position on the training rows match the logged ones, each position's
+:math:`\theta` shrunk towards the pooled rate by a few pseudo-clicks (:func:`calibrate_examination`);
+positions beyond the deepest logged one follow a power law :math:`\theta_k = k^{-\eta}`. With
+propensities, every row is also weighted by its clipped, self-normalised inverse propensity
+(``FitConfig.debias``), the clipping lowered until the weights keep half the rows' effective sample
+(:func:`debias_weights`, with a warning), so that the model learns mostly from an as-if-randomised
+distribution of (user, item, position) without letting a handful of rows decide it. Request context
+columns enter the click logit when they improve held-out clicks (:mod:`envs.fitted.context`); bootstrap
+refits measure the model's uncertainty (:mod:`envs.fitted.ensemble`).
 
 Cart given click and purchase given cart are logistic heads on the same trunk, trained on clicked
 (resp. carted) rows. Logs without cart or purchase columns (e.g. OBD: clicks only) leave those heads
