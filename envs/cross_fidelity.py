@@ -149,10 +149,11 @@ def cross_log_report(train: LoggedData, test: LoggedData, space: ItemSpace, mode
         n_tr = int(tr_mask.sum())
         naive = float(tr_y[tr_mask].mean()) if n_tr else float(tr_y.mean())
         naive_lo, naive_hi = wilson(np.array([tr_y[tr_mask].sum()]), np.array([max(n_tr, 1)]))
-        predictive = member_interval(values, noise, seed=seed)
+        predictive = member_interval(values, noise, seed=seed, scale="logit")
         rows.append({
             "scope": scope, "rows": n, "predicted_ctr": float(values[0]),
-            "predicted_ci": list(member_interval(values, seed=seed)) if len(models) > 1 else [float(values[0])] * 2,
+            "predicted_ci": list(member_interval(values, seed=seed, scale="logit")) if len(models) > 1
+            else [float(values[0])] * 2,
             "predictive_ci": list(predictive), "real_ctr": real, "real_ci": [float(real_lo[0]), float(real_hi[0])],
             "naive_ctr": naive, "naive_ci": [float(naive_lo[0]), float(naive_hi[0])],
             "relative_error": float(values[0] / real - 1) if real > 0 else float("nan"),

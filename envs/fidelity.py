@@ -282,7 +282,7 @@ def fidelity_report(logs: LoggedData, train: LoggedData, test: LoggedData, space
         if member_clicks:
             p_k = [c[m] for c in [click_sim, *member_clicks]]
             sim_low, sim_high = member_interval([c.mean() for c in p_k],
-                                                [np.sqrt((c * (1 - c)).sum()) / len(c) for c in p_k])
+                                                [np.sqrt((c * (1 - c)).sum()) / len(c) for c in p_k], scale="logit")
             row |= {"sim_low": sim_low, "sim_high": sim_high}
         rows.append(row)
     inside = sum(r["low"] <= r["simulated"] <= r["high"] for r in rows)

@@ -84,8 +84,13 @@ def test_calibration_with_weights_matches_the_weighted_clicks():
 
 
 def test_member_interval_mixes_model_and_noise():
-    lo, hi = member_interval(np.linspace(1.0, 2.0, 21))
+    lo, hi = member_interval(np.linspace(1.0, 2.0, 21), method="percentile")
     assert 1.0 <= lo < 1.1 and 1.9 < hi <= 2.0
+    # the basic interval reflects the refits around the fit: refits above the fit move it below
+    lo, hi = member_interval([1.0, 1.2, 1.3, 1.4, 1.5])
+    assert lo < 0.6 and 0.9 < hi <= 1.0
+    with pytest.raises(ValueError, match="method"):
+        member_interval([1.0, 2.0], method="bca")
     lo1, hi1 = member_interval([5.0], [1.0])
     assert lo1 == pytest.approx(5 - 1.96, abs=0.15) and hi1 == pytest.approx(5 + 1.96, abs=0.15)
 

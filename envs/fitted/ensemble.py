@@ -86,18 +86,47 @@ def fit_members(train: LoggedData, space: ItemSpace, config: FitConfig, members:
 
 
 def member_interval(values: Sequence[float] | np.ndarray, noise_se: Sequence[float] | np.ndarray | None = None,
-                    level: float = 0.95, draws: int = 4000, seed: int = 0) -> tuple[float, float]:
-    r"""A ``level`` interval of a value computed in each bootstrap member, with the simulation's noise.
+                    level: float = 0.95, draws: int = 4000, seed: int = 0,
+                    method: str = "basic", scale: str = "identity") -> tuple[float, float]:
+    r"""A ``level`` interval of a value computed in the fit (``values[0]``) and in each bootstrap member.
 
-    The members' values :math:`v_j` (member 0 included) are the model uncertainty; when each also carries a
-    standard error :math:`s_j` of its own simulation noise, the interval is the quantiles of the mixture
-    :math:`\frac1M \sum_j N(v_j, s_j^2)` (sampled, seeded); without, of the values themselves. With one
-    member it is :math:`v_0 \pm z\,s_0` (simulation noise only).
+    The members' values :math:`v_j` (member 0, the fit, included) carry the model uncertainty; when each also
+    carries a standard error :math:`s_j` of its own simulation noise, the bootstrap distribution is the
+    mixture :math:`\frac1M \sum_j N(v_j, s_j^2)` (sampled, seeded), else the values themselves. With
+    :math:`q_{lo}, q_{hi}` its quantiles:
+
+    * ``"basic"`` (the default; Davison and Hinkley's basic bootstrap interval):
+      :math:`[2 v_0 - q_{hi},\ 2 v_0 - q_{lo}]`. When the refits land systematically on one side of the fit,
+      the fit is taken to be off from the truth by as much in the same direction, and the interval moves the
+      other way;
+    * ``"percentile"``: :math:`[q_{lo}, q_{hi}]`, right when the fit is unbiased.
+
+    With one member both are :math:`v_0 \pm z\,s_0` (simulation noise only).
+
+    ``scale`` is where the reflection happens: ``"identity"``, ``"log"`` (positive values, e.g. a reward per
+    session) or ``"logit"`` (probabilities, e.g. a CTR), so that the interval stays inside the value's range.
     """
     values = np.asarray(values, dtype=np.float64)
     se = np.zeros_like(values) if noise_se is None else np.asarray(noise_se, dtype=np.float64)
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(values), draws)
     sample = values[pick] + se[pick] * rng.standard_normal(draws)
+    if method not in ("basic", "percentile"):
+        raise ValueError(f"`method` must be 'basic' or 'percentile', got {method!r}")
+    forward, back = _SCALES[scale]
     tail = (1.0 - level) / 2
-    return float(np.quantile(sample, tail)), float(np.quantile(sample, 1.0 - tail))
+    t = forward(sample)
+    low, high = float(np.quantile(t, tail)), float(np.quantile(t, 1.0 - tail))
+    if method == "basic":  # reflected around the fit, on the chosen scale
+        centre = float(forward(values[:1])[0])
+        low, high = 2 * centre - high, 2 * centre - low
+    return float(back(np.array([low]))[0]), float(back(np.array([high]))[0])
+
+
+_TINY = 1e-12
+_SCALES = {
+    "identity": (lambda x: x, lambda x: x),
+    "log": (lambda x: np.log(np.maximum(x, _TINY)), np.exp),
+    "logit": (lambda x: np.log(np.clip(x, _TINY, 1 - _TINY)) - np.log1p(-np.clip(x, _TINY, 1 - _TINY)),
+              lambda x: 1.0 / (1.0 + np.exp(-x))),
+}

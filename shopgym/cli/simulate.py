@@ -161,8 +161,14 @@ def _fidelity(args: argparse.Namespace) -> int:
                              "fitted_pages": float(np.mean([run[name].pages_per_session for run in runs])),
                              "fitted_ci": list(member_interval(
                                  [run[name].reward_per_session for run in runs[:1] + member_runs],
-                                 [run[name].reward_se for run in runs[:1] + member_runs], seed=args.seed)),
-                             "models": 1 + len(member_runs)})
+                                 [run[name].reward_se for run in runs[:1] + member_runs], seed=args.seed,
+                                 scale="log")),
+                             "models": 1 + len(member_runs),
+                             "model_values": [run[name].reward_per_session for run in runs[:1] + member_runs],
+                             "fitted_percentile_ci": list(member_interval(
+                                 [run[name].reward_per_session for run in runs[:1] + member_runs],
+                                 [run[name].reward_se for run in runs[:1] + member_runs], seed=args.seed,
+                                 method="percentile", scale="log"))})
     report = fidelity_report(logs, train, test, space, model, simulated_lengths=lengths, policies=policies,
                              refits=refits if args.refits > 1 else None, members=members)
     report.settings = {"command": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
