@@ -92,7 +92,8 @@ def member_interval(values: Sequence[float] | np.ndarray, noise_se: Sequence[flo
 
     The members' values :math:`v_j` (member 0, the fit, included) carry the model uncertainty; when each also
     carries a standard error :math:`s_j` of its own simulation noise, the bootstrap distribution is the
-    mixture :math:`\frac1M \sum_j N(v_j, s_j^2)` (sampled, seeded), else the values themselves. With
+    mixture :math:`\frac1M \sum_j N(v_j, s_j^2)` (sampled, seeded; on the chosen ``scale``, with the noise
+    carried there by the delta method), else the values themselves. With
     :math:`q_{lo}, q_{hi}` its quantiles:
 
     * ``"basic"`` (the default; Davison and Hinkley's basic bootstrap interval):
@@ -108,14 +109,14 @@ def member_interval(values: Sequence[float] | np.ndarray, noise_se: Sequence[flo
     """
     values = np.asarray(values, dtype=np.float64)
     se = np.zeros_like(values) if noise_se is None else np.asarray(noise_se, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(values), draws)
-    sample = values[pick] + se[pick] * rng.standard_normal(draws)
     if method not in ("basic", "percentile"):
         raise ValueError(f"`method` must be 'basic' or 'percentile', got {method!r}")
-    forward, back = _SCALES[scale]
+    forward, back, slope = _SCALES[scale]
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(values), draws)
+    # the simulation noise enters on the chosen scale (delta method), so small counts stay in range
+    t = forward(values)[pick] + (se * slope(values))[pick] * rng.standard_normal(draws)
     tail = (1.0 - level) / 2
-    t = forward(sample)
     low, high = float(np.quantile(t, tail)), float(np.quantile(t, 1.0 - tail))
     if method == "basic":  # reflected around the fit, on the chosen scale
         centre = float(forward(values[:1])[0])
@@ -124,9 +125,11 @@ def member_interval(values: Sequence[float] | np.ndarray, noise_se: Sequence[flo
 
 
 _TINY = 1e-12
+#: scale -> (forward, back, derivative of forward)
 _SCALES = {
-    "identity": (lambda x: x, lambda x: x),
-    "log": (lambda x: np.log(np.maximum(x, _TINY)), np.exp),
+    "identity": (lambda x: x, lambda x: x, lambda x: np.ones_like(x)),
+    "log": (lambda x: np.log(np.maximum(x, _TINY)), np.exp, lambda x: 1.0 / np.maximum(x, _TINY)),
     "logit": (lambda x: np.log(np.clip(x, _TINY, 1 - _TINY)) - np.log1p(-np.clip(x, _TINY, 1 - _TINY)),
-              lambda x: 1.0 / (1.0 + np.exp(-x))),
+              lambda x: 1.0 / (1.0 + np.exp(-x)),
+              lambda x: 1.0 / np.maximum(np.clip(x, _TINY, 1 - _TINY) * (1 - np.clip(x, _TINY, 1 - _TINY)), _TINY)),
 }
