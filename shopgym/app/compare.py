@@ -541,8 +541,8 @@ def interval_note(prep: Prepared, n_seeds: int) -> str:
         return ""
     models = min(1 + len(prep.members), n_seeds)
     if models > 1:
-        return (f"\nThe seeds ran in {models} fitted models (the fit and {models - 1} refits on bootstrap resamples "
-                "of the training requests, seed i in model i mod the number of models): the simulated intervals "
+        return (f"\nThe seeds ran in {models} fitted models (the fit and {models - 1} refits on bootstrap reweightings "
+                "of the training logs, seed i in model i mod the number of models): the simulated intervals "
                 "include the model's uncertainty, not only the simulation's and the agents' randomness.\n")
     return ("\nEvery seed ran in the same fitted model: the simulated intervals cover the simulation's and the "
             "agents' randomness, not the model's uncertainty (bootstrap=2 runs seeds in bootstrap refits).\n")
