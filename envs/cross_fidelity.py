@@ -19,20 +19,20 @@ does.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from envs.fidelity import replay_predictions, wilson
+from envs.fidelity import replay_predictions, wilson, write_report_text
 from envs.fitted import ResponseModel
 from envs.fitted.ensemble import member_interval
 from envs.space import ItemSpace
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
-from shopgym.data.io import atomic_write, write_json
+from shopgym.data.io import atomic_write
 from shopgym.errors import DataFormatError
 
 #: the largest (rows x items x positions) action distribution the off-policy estimates are computed with
@@ -227,10 +227,7 @@ def write_cross_report(report: CrossLogReport, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    markdown = report.to_markdown()
-    atomic_write(out / "fidelity.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
-    write_json(asdict(report), out / "fidelity.json")
+    write_report_text(report, out)
     rows = report.rows
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(7.5, 4))

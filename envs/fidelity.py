@@ -340,6 +340,14 @@ def total_variation(a: np.ndarray, b: np.ndarray) -> float:
     return float(0.5 * np.abs(pa - pb).sum())
 
 
+def write_report_text(report: Any, out: Path) -> None:
+    """Write a report dataclass's ``fidelity.md`` (its markdown) and ``fidelity.json`` to ``out``, atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = report.to_markdown()
+    atomic_write(out / "fidelity.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
+    write_json(asdict(report), out / "fidelity.json")
+
+
 def write_report(report: FidelityReport, out: Path) -> None:
     """Write fidelity.md, fidelity.json and ctr_by_position.png to ``out`` (atomically)."""
     import matplotlib
@@ -347,10 +355,7 @@ def write_report(report: FidelityReport, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    markdown = report.to_markdown()
-    atomic_write(out / "fidelity.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
-    write_json(asdict(report), out / "fidelity.json")
+    write_report_text(report, out)
     rows = report.ctr_by_position
     k = [r["position"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
