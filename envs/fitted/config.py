@@ -33,6 +33,9 @@ class FitConfig:
         min_effective_share: the clipping level is lowered until the weights keep an effective sample
             (Kish) of at least this share of the rows, with a warning (:func:`envs.fitted.debias_weights`).
         max_epochs: at most this many passes over the training rows (small logs stop well before ``steps``).
+        calibrate_on: which rows the calibration matches: ``"logged"`` (the training rows as logged: the
+            model's CTR by position on its own log is the observed one) or ``"weighted"`` (the rows weighted
+            by the inverse-propensity weights, as-if-randomised: the level of pages the logger did not choose).
         context: let the logs' request context columns (every interaction column the format does not name)
             enter the click model (:mod:`envs.fitted.context`).
         context_l2: L2 on the context weights.
@@ -74,6 +77,7 @@ class FitConfig:
     min_effective_share: float = 0.5
     max_epochs: float = 30.0
     prior_clicks: float = 5.0
+    calibrate_on: str = "logged"
     context: bool = True
     context_l2: float = 1.0
     latent_classes: int = 16
@@ -93,6 +97,8 @@ class FitConfig:
             raise ConfigError(f"`latent_classes` must be 0 (off) or >= 2 and `class_epochs` >= 1, got "
                               f"{self.latent_classes} and {self.class_epochs}")
         check_int(self.class_restarts, "class_restarts", min_value=1)
+        if self.calibrate_on not in ("logged", "weighted"):
+            raise ConfigError(f"`calibrate_on` must be 'logged' or 'weighted', got {self.calibrate_on!r}")
         check_int(self.shopper_deviation, "shopper_deviation", min_value=0)
         check_int(self.relevance_knots, "relevance_knots", min_value=0)
         if not 0.0 <= self.valid_fraction < 0.5:

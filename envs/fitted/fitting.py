@@ -336,8 +336,10 @@ def _fit_one(train: LoggedData, space: ItemSpace, cfg: FitConfig, *, progress: b
                                   seed=cfg.seed), profile,
                 pages, progress=progress)
     alpha = _training_attractiveness(model, req, profile, item, space, space_user_rows(train), context)
+    # on the logged rows as they are (the default), or as-if-randomised by the inverse-propensity weights
+    calibration_weight = row_weight.astype(np.float64) if cfg.calibrate_on == "weighted" else sample_weight
     calibration = calibrate_examination(alpha, position, clicked, prior_clicks=cfg.prior_clicks,
-                                        weight=sample_weight)
+                                        weight=calibration_weight)
     model.attract_shift = calibration.shift
     model.examination_logged = calibration.theta.astype(np.float64)
     model.eta = _power_law(calibration.theta)
