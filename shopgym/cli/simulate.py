@@ -18,8 +18,10 @@ def register(commands: Any) -> None:
         "fidelity", help="fidelity report: fitted simulator vs held-out logs",
         description="Fit on the earlier part of a log and compare with the later part: CTR by position with 95% "
         "CIs, click log-loss and AUC vs a popularity baseline, purchase rate, session-length distance, and on "
-        "the synthetic world the true vs simulated value of several policies. Writes fidelity.md, "
-        "fidelity.json and ctr_by_position.png.",
+        "the synthetic world the true vs simulated value of several policies; every simulated number with a 95% "
+        "interval over the fit and its bootstrap refits. Writes fidelity.md, fidelity.json and "
+        "ctr_by_position.png. With --test OTHER: fit on all of DATA and predict another log's CTR "
+        "(ctr_other_log.png).",
     )
     fid.add_argument("data", nargs="?", type=Path, default=None,
                      help="dataset folder in shopgym's format (default: the built-in synthetic world)")
