@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -240,6 +241,24 @@ def test_multirun_sweeps_and_each_job_writes_its_results(tmp_path, monkeypatch) 
     jobs = sorted((tmp_path / "sweep").glob("*/results.csv"))
     assert len(jobs) == 2
     assert "alpha: 1.0" in (jobs[1].parent / "config.yaml").read_text()
+    # the leaderboard across the jobs: ranked, with the swept key only, and an unfinished job listed
+    killed = tmp_path / "sweep" / "2" / ".hydra"
+    killed.mkdir(parents=True)
+    first = (jobs[0].parent / ".hydra" / "overrides.yaml").read_text()
+    (killed / "overrides.yaml").write_text(first.replace("agents.linucb.alpha=0.1", "agents.linucb.alpha=5.0"))
+    (killed.parent / "compare.log").write_text("[2026-12-06] finished linucb seed 0\n")
+    assert main(["sweep", "report", str(tmp_path / "sweep")]) == 0
+    board = pd.read_csv(tmp_path / "sweep" / "leaderboard.csv")
+    results = [pd.read_csv(j) for j in jobs]
+    assert list(board["job"].astype(str)) == [str(i) for i in
+                                               np.argsort([-r["cumulative_reward"][0] for r in results], kind="stable")]
+    assert list(board["rank"]) == [1, 2] and set(board["agents.linucb.alpha"].astype(str)) == {"0.1", "1.0"}
+    assert "only" not in board.columns  # the same in every job: not a swept key
+    assert board["metric"].iloc[0] >= board["metric"].iloc[1]
+    text = (tmp_path / "sweep" / "leaderboard.md").read_text()
+    assert "2 of 3 jobs finished" in text and "agents.linucb.alpha=5.0" in text and "): [2026-12-06] finished" in text
+    assert (tmp_path / "sweep" / "leaderboard.png").stat().st_size > 0
+    assert main(["sweep", "report", str(tmp_path / "sweep"), "--metric", "nope"]) == 2
 
 
 def test_main_returns_the_headline_metric(tmp_path) -> None:

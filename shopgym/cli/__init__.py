@@ -18,6 +18,7 @@ from shopgym.cli import data as data_cmd  # noqa: E402
 from shopgym.cli import fit as fit_cmd  # noqa: E402
 from shopgym.cli import ope as ope_cmd  # noqa: E402
 from shopgym.cli import simulate as simulate_cmd  # noqa: E402
+from shopgym.cli import sweep as sweep_cmd  # noqa: E402
 from shopgym.errors import ShopgymError  # noqa: E402
 
 EXIT_INPUT_ERROR = 2
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.register(commands)
     ope_cmd.register(commands)
     simulate_cmd.register(commands)
+    sweep_cmd.register(commands)
     return parser
 
 
