@@ -338,3 +338,20 @@ def test_seeds_run_in_bootstrap_refits_of_the_fitted_simulator(tmp_path) -> None
     assert curves_one["random/seed0"]["reward"] == curves_two["random/seed0"]["reward"]
     assert curves_one["random/seed1"]["reward"] != curves_two["random/seed1"]["reward"]
     assert len(one) == len(two) == 1
+
+
+def test_a_sweep_gives_the_same_numbers_on_the_joblib_launcher(tmp_path, monkeypatch) -> None:
+    """Hydra's joblib launcher runs the jobs in parallel processes; each job's numbers are the sequential ones."""
+    from shopgym.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    common = ["compare", "-m", "experiment=quick", "backend=true", "only=[linucb]", "steps=3", "progress=false",
+              "agents.linucb.alpha=0.1,1.0"]
+    assert main([*common, f"hydra.sweep.dir={tmp_path / 'seq'}"]) == 0
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'par'}"]
+    assert main([*common, *parallel]) == 0
+    for job in ("0", "1"):
+        seq = pd.read_csv(tmp_path / "seq" / job / "results.csv").drop(columns=["seconds", "seconds_ci95"])
+        par = pd.read_csv(tmp_path / "par" / job / "results.csv").drop(columns=["seconds", "seconds_ci95"])
+        pd.testing.assert_frame_equal(seq, par)
+    assert main(["sweep", "report", str(tmp_path / "par")]) == 0
