@@ -355,3 +355,27 @@ def test_a_sweep_gives_the_same_numbers_on_the_joblib_launcher(tmp_path, monkeyp
         par = pd.read_csv(tmp_path / "par" / job / "results.csv").drop(columns=["seconds", "seconds_ci95"])
         pd.testing.assert_frame_equal(seq, par)
     assert main(["sweep", "report", str(tmp_path / "par")]) == 0
+
+
+def test_a_killed_sweep_rerun_into_its_folder_redoes_only_what_was_lost(tmp_path, monkeypatch) -> None:
+    """A sweep killed mid-way (job 1's run lost, job 0 finished) and started again with the same command: job 0's
+    runs are read back, not run again; job 1's lost run is run; the leaderboard is the uninterrupted one."""
+    from shopgym.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["compare", "-m", "experiment=quick", "backend=true", "only=[linucb]", "steps=3", "progress=false",
+            "seeds=[0,1]", "agents.linucb.alpha=0.1,1.0", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    assert main(argv) == 0
+    assert main(["sweep", "report", str(tmp_path / "sweep")]) == 0
+    uninterrupted = pd.read_csv(tmp_path / "sweep" / "leaderboard.csv").drop(columns=["seconds"])
+    done = tmp_path / "sweep" / "0" / "traces" / "linucb-seed1.json"
+    stamp = done.stat().st_mtime_ns
+    lost = tmp_path / "sweep" / "1" / "traces" / "linucb-seed1.json"
+    lost.unlink()  # as if killed before job 1's second run was published
+    (tmp_path / "sweep" / "1" / "results.csv").unlink()
+    assert main(argv) == 0
+    assert done.stat().st_mtime_ns == stamp  # read back, not run again
+    assert lost.is_file()
+    assert main(["sweep", "report", str(tmp_path / "sweep")]) == 0
+    again = pd.read_csv(tmp_path / "sweep" / "leaderboard.csv").drop(columns=["seconds"])
+    pd.testing.assert_frame_equal(again, uninterrupted)
