@@ -424,6 +424,17 @@ class BuiltSimulator:
                                model=model or self.model, shoppers=self.spec.shoppers)  # type: ignore[arg-type]
 
 
+def bootstrap_models(inputs: SimulatorInputs, spec: SimulatorSpec, count: int) -> list[ResponseModel]:
+    """Bootstrap refits ``1..count`` of ``spec``'s model on ``inputs``, cached under its fingerprint.
+
+    See :mod:`envs.fitted.ensemble`; the cache is ``spec.cache_dir`` (None: nothing cached).
+    """
+    from envs.fitted.ensemble import fit_members
+
+    return fit_members(inputs.train, inputs.space, spec.fit, count, fingerprint=fingerprint_of(inputs, spec),
+                       cache_dir=spec.cache_dir, progress=spec.progress)
+
+
 def simulator_for_model(built: BuiltSimulator, model: ResponseModel) -> Simulator:
     """The simulator of ``built`` with ``model`` answering (e.g. a bootstrap refit), for the world or for logs."""
     inputs = built.inputs

@@ -128,7 +128,7 @@ def cross_log_report(train: LoggedData, test: LoggedData, space: ItemSpace, mode
         n_resamples: bootstrap resamples of the off-policy intervals.
         seed: seeds the intervals.
     """
-    check_items_known(test, space)
+    test_item = check_items_known(test, space)
     inter = test.interactions
     everything = np.ones(len(inter), dtype=bool)
     clicks = np.stack([replay_predictions(test, everything, space, m)[0] for m in models])  # (M, n)
@@ -160,16 +160,21 @@ def cross_log_report(train: LoggedData, test: LoggedData, space: ItemSpace, mode
             "naive_relative_error": float(naive / real - 1) if real > 0 else float("nan"),
             "abs_error": float(abs(values[0] - real)), "naive_abs_error": float(abs(naive - real)),
             "inside": bool(predictive[0] <= real <= predictive[1])})
-    off_policy, note = off_policy_estimates(train, test, space, models[0], n_resamples=n_resamples, seed=seed)
+    off_policy, note = off_policy_estimates(train, test, test_item, space, models[0], n_resamples=n_resamples,
+                                            seed=seed)
     report = models[0].report or {}
     low, high = report.get("examination_low", []), report.get("examination_high", [])
     return CrossLogReport(train.name, test.name, len(tr), len(inter), len(models), rows, off_policy, note,
                           models[0].examination_logged.tolist(), [list(x) for x in zip(low, high, strict=True)])
 
 
-def off_policy_estimates(train: LoggedData, test: LoggedData, space: ItemSpace, model: ResponseModel, *,
-                         n_resamples: int = 2000, seed: int = 0) -> tuple[list[dict[str, Any]], str]:
-    """IPS, SNIPS and DR estimates of the other log's CTR from the training log (or none, and why)."""
+def off_policy_estimates(train: LoggedData, test: LoggedData, test_item: np.ndarray, space: ItemSpace,
+                         model: ResponseModel, *, n_resamples: int = 2000,
+                         seed: int = 0) -> tuple[list[dict[str, Any]], str]:
+    """IPS, SNIPS and DR estimates of the other log's CTR from the training log (or none, and why).
+
+    ``test_item`` is the catalog index of each row of ``test`` (:func:`check_items_known`).
+    """
     from ope.data import BanditLog
     from ope.estimators import IPS, DoublyRobust, SelfNormalizedIPS
     from ope.evaluate import evaluate_bandit
@@ -182,7 +187,6 @@ def off_policy_estimates(train: LoggedData, test: LoggedData, space: ItemSpace, 
     if n * n_items * n_pos > MAX_OPE_CELLS:
         return [], (f"skipped: the action distribution would hold {n * n_items * n_pos:,} cells "
                     f"(more than {MAX_OPE_CELLS:,})")
-    test_item = check_items_known(test, space)
     test_pos = test.interactions[S.POSITION].to_numpy() - 1
     counts = np.zeros((n_items, n_pos))
     np.add.at(counts, (test_item, test_pos), 1.0)

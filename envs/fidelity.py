@@ -26,7 +26,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from envs.fitted import FitConfig, ResponseModel, _request_arrays, session_codes, space_user_rows
+from envs.fitted import (
+    FitConfig,
+    ResponseModel,
+    _request_arrays,
+    row_probabilities,
+    session_codes,
+    space_user_rows,
+)
 from envs.fitted.ensemble import member_interval
 from envs.space import ItemSpace
 from shopgym.data import LoggedData
@@ -232,11 +239,8 @@ def replay_predictions(logs: LoggedData, test_mask: np.ndarray, space: ItemSpace
     req, cold = _request_arrays(logs, space, item, BehaviourWeights())
     profile = np.where(cold[:, None], model.default_profile[None, :], req.profile).astype(np.float32)
     rows = np.flatnonzero(test_mask)
-    r = req.row_request[rows]
-    users = space_user_rows(logs)
-    context = model.context.transform(inter.iloc[req.first_row])[r] if model.context.width else None
-    probs = model.predict(profile[r], space.item_vecs[item[rows]][:, None, :], req.query[r], req.is_search[r],
-                          item[rows][:, None], None if users is None else users[rows], context)[:, 0, :]
+    context = model.context.transform(inter.iloc[req.first_row]) if model.context.width else None
+    probs = row_probabilities(model, req, profile, item, space, space_user_rows(logs), context, rows)
     theta = model.examination(int(inter[S.POSITION].max()))[inter[S.POSITION].to_numpy()[rows] - 1]
     click = theta * probs[:, 0]
     return click, click * probs[:, 1] * probs[:, 2]

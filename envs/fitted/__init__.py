@@ -52,6 +52,7 @@ from envs.fitted.fitting import (
     debias_weights,
     examination_from_propensities,
     fit_response_model,
+    row_probabilities,
     session_codes,
     space_user_rows,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "fit_response_model",
     "items_digest",
     "page_features",
+    "row_probabilities",
     "session_codes",
     "space_user_rows",
 ]

@@ -1,4 +1,4 @@
-r"""Model uncertainty: the response model refitted on bootstrap resamples of the training requests.
+r"""Model uncertainty: the response model refitted on Bayesian-bootstrap reweightings of the training logs.
 
 A fitted simulator answers with one model, but the logs it was fitted on are one draw of what the shop's
 shoppers could have done; on a small log (the OBD sample has about 40 clicks) another draw gives another
@@ -6,11 +6,12 @@ model and other answers. The bootstrap measures that: member ``j`` (``j = 1..B``
 options on the training logs reweighted by a Bayesian bootstrap of their shoppers, else sessions, else
 requests (:func:`bootstrap_weights`), and member 0 is the model fitted on the logs themselves. A value computed in each
 member (a policy's CTR, an agent's cumulative reward) varies across members by what the logs could not
-pin down; :func:`member_interval` turns those values into an interval (percentile of the members, widened
-by the simulation's own noise when given).
+pin down; :func:`member_interval` turns those values into an interval (the basic bootstrap interval around
+the fit, widened by the simulation's own noise when given).
 
 Members are cached like the model itself (:func:`envs.model_store.fit_cached`), under the model's
-fingerprint with ``bootstrap_member: j`` added, so each is fitted once.
+fingerprint with ``bootstrap_member: j`` (and the scheme, ``bootstrap: bayesian``) added, so each is fitted
+once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit, logit
 
 from envs.fitted.config import FitConfig
 from envs.fitted.fitting import fit_response_model
@@ -129,7 +131,6 @@ _TINY = 1e-12
 _SCALES = {
     "identity": (lambda x: x, lambda x: x, lambda x: np.ones_like(x)),
     "log": (lambda x: np.log(np.maximum(x, _TINY)), np.exp, lambda x: 1.0 / np.maximum(x, _TINY)),
-    "logit": (lambda x: np.log(np.clip(x, _TINY, 1 - _TINY)) - np.log1p(-np.clip(x, _TINY, 1 - _TINY)),
-              lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "logit": (lambda x: logit(np.clip(x, _TINY, 1 - _TINY)), expit,
               lambda x: 1.0 / np.maximum(np.clip(x, _TINY, 1 - _TINY) * (1 - np.clip(x, _TINY, 1 - _TINY)), _TINY)),
 }

@@ -335,7 +335,8 @@ def _fit_one(train: LoggedData, space: ItemSpace, cfg: FitConfig, *, progress: b
                                   restarts=cfg.class_restarts,
                                   seed=cfg.seed), profile,
                 pages, progress=progress)
-    alpha = _training_attractiveness(model, req, profile, item, space, space_user_rows(train), context)
+    alpha = row_probabilities(model, req, profile, item, space, space_user_rows(train), context,
+                              np.arange(len(inter)), chunk=32768)[:, 0]
     # on the logged rows as they are (the default), or as-if-randomised by the inverse-propensity weights
     calibration_weight = row_weight.astype(np.float64) if cfg.calibrate_on == "weighted" else sample_weight
     calibration = calibrate_examination(alpha, position, clicked, prior_clicks=cfg.prior_clicks,
@@ -358,18 +359,23 @@ def _fit_one(train: LoggedData, space: ItemSpace, cfg: FitConfig, *, progress: b
     return model
 
 
-def _training_attractiveness(model: ResponseModel, req: _Requests, profile: np.ndarray, item: np.ndarray,
-                             space: ItemSpace, row_user: np.ndarray | None, context: np.ndarray,
-                             chunk: int = 32768) -> np.ndarray:
-    """(n_rows,) the model's P(click | examined) of every training row, in chunks of ``chunk`` rows."""
-    r = req.row_request
-    out = np.empty(len(r))
-    for start in range(0, len(r), chunk):
-        rows = slice(start, start + chunk)
-        rr = r[rows]
-        out[rows] = model.predict(profile[rr], space.item_vecs[item[rows]][:, None, :], req.query[rr],
-                                  req.is_search[rr], item[rows][:, None],
-                                  None if row_user is None else row_user[rows], context[rr])[:, 0, 0]
+def row_probabilities(model: ResponseModel, req: _Requests, profile: np.ndarray, item: np.ndarray,
+                      space: ItemSpace, row_user: np.ndarray | None, context: np.ndarray | None, rows: np.ndarray,
+                      chunk: int | None = None) -> np.ndarray:
+    """(len(rows), 3) the model's probabilities of logged rows ``rows``, each in its request's context.
+
+    ``req``, ``profile`` (R, d) and ``context`` (R, m) are per request, ``item`` and ``row_user`` per row of the
+    logs (catalog index, user-table row); the row is predicted alone (K = 1) with its request's profile, query,
+    search flag and context. ``chunk`` bounds the rows predicted at once (None: all).
+    """
+    out = np.empty((len(rows), 3))
+    step = chunk or max(len(rows), 1)
+    for start in range(0, len(rows), step):
+        sel = rows[start:start + step]
+        r = req.row_request[sel]
+        out[start:start + step] = model.predict(
+            profile[r], space.item_vecs[item[sel]][:, None, :], req.query[r], req.is_search[r], item[sel][:, None],
+            None if row_user is None else row_user[sel], None if context is None else context[r])[:, 0, :]
     return out
 
 
@@ -591,9 +597,7 @@ def _fit_continuation(train: LoggedData, model: ResponseModel, req: _Requests, p
     repeat_share = np.bincount(r, weights=repeated.astype(float), minlength=n_req) / np.maximum(shown, 1)
     top_rows = np.flatnonzero(inter[S.POSITION].to_numpy() <= 3)
     row_user = space_user_rows(train)
-    probs = model.predict(profile[r[top_rows]], space.item_vecs[item[top_rows]][:, None, :],
-                          req.query[r[top_rows]], req.is_search[r[top_rows]], item[top_rows][:, None],
-                          None if row_user is None else row_user[top_rows], context[r[top_rows]])[:, 0, 0]
+    probs = row_probabilities(model, req, profile, item, space, row_user, context, top_rows)[:, 0]
     top_attract = np.bincount(r[top_rows], weights=probs, minlength=n_req) / np.maximum(
         np.bincount(r[top_rows], minlength=n_req), 1)
     # page index within session and whether a later request of the same session exists

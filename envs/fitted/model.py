@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import expit
+from scipy.special import expit, logit
 from torch import nn
 
 from envs.fitted.context import ContextEncoding
@@ -250,8 +250,7 @@ class ResponseModel:
 
 def shift_logit(p: np.ndarray, shift: float) -> np.ndarray:
     r"""Probabilities moved by ``shift`` on the logit scale, :math:`\sigma(\mathrm{logit}\,p + a)`, elementwise."""
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return expit(np.log(p) - np.log1p(-p) + shift)
+    return expit(logit(np.clip(p, 1e-12, 1 - 1e-12)) + shift)
 
 
 def items_digest(item_ids: pd.Index) -> str:

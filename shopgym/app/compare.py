@@ -108,8 +108,7 @@ def with_members(cfg: DictConfig, prep: Prepared) -> Prepared:
     """``prep`` with the bootstrap refits of its fitted model (``cfg.bootstrap``; see :class:`RunSchema`)."""
     from dataclasses import replace as replace_fields
 
-    from envs.build import fingerprint_of, simulator_for_model
-    from envs.fitted.ensemble import fit_members
+    from envs.build import bootstrap_models, simulator_for_model
 
     built = prep.built
     if built is None or built.model is None:
@@ -118,10 +117,7 @@ def with_members(cfg: DictConfig, prep: Prepared) -> Prepared:
                               len(seed_list(cfg.seeds)))
     if count == 0:
         return prep
-    spec = built.spec
-    members = fit_members(built.inputs.train, built.inputs.space, spec.fit, count,
-                          fingerprint=fingerprint_of(built.inputs, spec), cache_dir=spec.cache_dir,
-                          progress=spec.progress)
+    members = bootstrap_models(built.inputs, built.spec, count)
     return replace_fields(prep, members=tuple(prepared_from(built, simulator_for_model(built, m)) for m in members))
 
 

@@ -59,7 +59,8 @@ def register(commands: Any) -> None:
                      "the predicted CTR (overall and by position, with intervals) with OTHER's real CTR, the naive "
                      "answer (DATA's own CTR) and, when DATA has propensities, the IPS/SNIPS/DR estimates")
     fid.add_argument("--bootstrap", type=int, default=None, metavar="B",
-                     help="refit the simulator on B bootstrap resamples of the training requests and put the "
+                     help="refit the simulator on B bootstrap reweightings of the training logs (per shopper, "
+                     "else session, else request) and put the "
                      "model uncertainty into every interval (default: as many as fit in about two minutes, "
                      "at least 2 and at most 20, from the time the fit took; 0: none)")
     fid.add_argument("--fit", action="append", default=[], metavar="KEY=VALUE",
@@ -73,9 +74,8 @@ def register(commands: Any) -> None:
 def _fidelity(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from envs.build import build_simulator, fingerprint_of, response_model
+    from envs.build import bootstrap_models, build_simulator, response_model
     from envs.fidelity import fidelity_report, write_report
-    from envs.fitted.ensemble import fit_members
     from shopgym.app.config import compose_run, data_overrides, simulator_spec
     from shopgym.data.io import check_writable_folder
     from shopgym.errors import ConfigError
@@ -106,8 +106,7 @@ def _fidelity(args: argparse.Namespace) -> int:
     model = built.model
     assert model is not None
     count = bootstrap_count(args.bootstrap, (model.report or {}).get("fit_seconds"))
-    members = fit_members(inputs.train, inputs.space, fit, count, fingerprint=fingerprint_of(inputs, spec),
-                          cache_dir=spec.cache_dir, progress=True)
+    members = bootstrap_models(inputs, spec, count)
     policies = None
     lengths = None
     refits: list[dict[str, float]] = []
@@ -138,6 +137,9 @@ def _fidelity(args: argparse.Namespace) -> int:
         from envs.fitted.ensemble import member_interval
 
         member_runs = [run_policies(built.with_backend("fitted", member)) for member in members]
+        # each policy's value in the fit (first run) and in every bootstrap refit, with its simulation noise
+        model_values = {name: [run[name].reward_per_session for run in runs[:1] + member_runs] for name in agents}
+        model_se = {name: [run[name].reward_se for run in runs[:1] + member_runs] for name in agents}
         lengths = runs[0]["logging"].session_pages  # the logging policy's sessions in the first fitted simulator
         true_values = np.array([truth[name].reward_per_session for name in agents])
         for refit, run in enumerate(runs):
@@ -161,16 +163,12 @@ def _fidelity(args: argparse.Namespace) -> int:
                              "true_pages": truth[name].pages_per_session,
                              "fitted_per_page": float(np.mean([run[name].reward_per_page for run in runs])),
                              "fitted_pages": float(np.mean([run[name].pages_per_session for run in runs])),
-                             "fitted_ci": list(member_interval(
-                                 [run[name].reward_per_session for run in runs[:1] + member_runs],
-                                 [run[name].reward_se for run in runs[:1] + member_runs], seed=args.seed,
-                                 scale="log")),
-                             "models": 1 + len(member_runs),
-                             "model_values": [run[name].reward_per_session for run in runs[:1] + member_runs],
+                             "fitted_ci": list(member_interval(model_values[name], model_se[name], seed=args.seed,
+                                                               scale="log")),
+                             "models": 1 + len(member_runs), "model_values": model_values[name],
                              "fitted_percentile_ci": list(member_interval(
-                                 [run[name].reward_per_session for run in runs[:1] + member_runs],
-                                 [run[name].reward_se for run in runs[:1] + member_runs], seed=args.seed,
-                                 method="percentile", scale="log"))})
+                                 model_values[name], model_se[name], seed=args.seed, method="percentile",
+                                 scale="log"))})
     report = fidelity_report(logs, train, test, space, model, simulated_lengths=lengths, policies=policies,
                              refits=refits if args.refits > 1 else None, members=members)
     report.settings = {"command": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
@@ -193,16 +191,14 @@ def bootstrap_count(requested: int | None, fit_seconds: float | None) -> int:
 
 def _other_log(args: argparse.Namespace, spec: Any) -> int:
     """``simulate fidelity DATA --test OTHER``: fit on DATA, replay OTHER's pages (see envs.cross_fidelity)."""
-    from envs.build import fingerprint_of, response_model, simulator_inputs
+    from envs.build import bootstrap_models, response_model, simulator_inputs
     from envs.cross_fidelity import check_items_known, cross_log_report, write_cross_report
-    from envs.fitted.ensemble import fit_members
 
     inputs = simulator_inputs(spec)
     check_items_known(inputs.test, inputs.space)  # before any fit
     model, model_dir, _ = response_model(inputs, spec)
     count = bootstrap_count(args.bootstrap, (model.report or {}).get("fit_seconds"))
-    members = fit_members(inputs.train, inputs.space, spec.fit, count, fingerprint=fingerprint_of(inputs, spec),
-                          cache_dir=spec.cache_dir, progress=True)
+    members = bootstrap_models(inputs, spec, count)
     report = cross_log_report(inputs.train, inputs.test, inputs.space, [model, *members], seed=args.seed)
     report.settings = {"command": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                                    if k not in ("handler", "fit")},
