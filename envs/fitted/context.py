@@ -71,7 +71,7 @@ class ContextEncoding:
         blocks = []
         for column, levels in self.categorical.items():
             if column in requests:
-                codes = pd.Index(levels).get_indexer(requests[column].astype("string").fillna("\x00"))
+                codes = pd.Index(levels).get_indexer(pd.Index(requests[column].astype("string").fillna("\x00")))
             else:
                 codes = np.full(n, -1)
             block = np.zeros((n, len(levels)), dtype=np.float32)

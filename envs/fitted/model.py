@@ -150,7 +150,8 @@ class ResponseModel:
         user_t = torch.from_numpy(rows).unsqueeze(1).expand(b, k)
         ctx = None
         if self.net.n_context:
-            given = np.broadcast_to(self.context_mean, (b, self.net.n_context)) if context is None else context
+            mean = np.asarray(self.context_mean, dtype=np.float32)
+            given = np.broadcast_to(mean, (b, self.net.n_context)) if context is None else context
             ctx = torch.from_numpy(np.ascontiguousarray(given, dtype=np.float32)).unsqueeze(1)
         logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), user_t, ctx)
         probs = torch.sigmoid(logits).double().numpy()

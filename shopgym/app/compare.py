@@ -2,8 +2,10 @@
 
 ``compare(cfg)`` is a plain function of a Hydra config (``conf/compare.yaml``); ``shopgym compare`` is a
 thin wrapper. For each seed and agent it runs ``steps`` batched page steps of ``batch_size`` live shopper
-sessions, lets the agent learn online from the feedback, logs TensorBoard scalars, and finally writes
-``results.csv``, ``results.md`` and ``learning_curves.png`` and prints the table.
+sessions, lets the agent learn online from the feedback, logs TensorBoard scalars, saves the trained agent
+(``agents/<agent>/seed<k>/``: ``policy.json`` + ``state.safetensors``, :func:`agents.base.load_policy` reads it),
+and finally writes ``results.csv`` (per agent, mean and 95% CI over seeds), ``runs.csv`` (per agent and seed),
+``results.md`` and ``learning_curves.png`` and prints the table.
 
 TensorBoard tags (one run folder per agent and seed, ``tensorboard/<agent>/seed<k>``):
 
@@ -163,26 +165,36 @@ def make_agent(name: str, node: DictConfig, prep: Prepared, seed: int) -> Rankin
 
 
 # ---------------------------------------------------------------------- results
+def run_metrics(trace: RunTrace) -> dict[str, float]:
+    """The headline metrics of one run (an agent and a seed) from its per-step curves."""
+    steps = trace.steps
+    return {
+        "cumulative_reward": float(steps["reward"].sum()),
+        "final_reward": float(steps["reward"][-max(len(steps["reward"]) // 5, 1):].mean()),
+        "ctr": float(steps["ctr"].mean()),
+        "purchase_rate": float(steps["purchase_rate"].mean()),
+        "cumulative_regret": float(steps["regret"][-1]),
+        "ndcg": float(np.nanmean(steps["ndcg"])) if np.isfinite(steps["ndcg"]).any() else np.nan,
+        "coverage": float(steps["coverage"][-1]),
+        "diversity": float(steps["diversity"].mean()),
+        "seconds": float(trace.seconds),
+    }
+
+
+def per_run(traces: list[RunTrace]) -> pd.DataFrame:
+    """One row per run (``agent``, ``seed``) with :func:`run_metrics`: ``runs.csv``, what sweeps pool over seeds."""
+    return pd.DataFrame([{"agent": t.agent, "seed": int(t.seed), **run_metrics(t)} for t in traces])
+
+
 def summarise(traces: list[RunTrace]) -> pd.DataFrame:
     """One row per agent: mean and 95% CI over seeds of the headline metrics."""
+    runs = per_run(traces)
     rows = []
     for agent in dict.fromkeys(t.agent for t in traces):
-        runs = [t for t in traces if t.agent == agent]
-        per_seed = {
-            "cumulative_reward": [float(r.steps["reward"].sum()) for r in runs],
-            "final_reward": [float(r.steps["reward"][-max(len(r.steps["reward"]) // 5, 1):].mean()) for r in runs],
-            "ctr": [float(r.steps["ctr"].mean()) for r in runs],
-            "purchase_rate": [float(r.steps["purchase_rate"].mean()) for r in runs],
-            "cumulative_regret": [float(r.steps["regret"][-1]) for r in runs],
-            "ndcg": [float(np.nanmean(r.steps["ndcg"])) if np.isfinite(r.steps["ndcg"]).any() else np.nan
-                     for r in runs],
-            "coverage": [float(r.steps["coverage"][-1]) for r in runs],
-            "diversity": [float(r.steps["diversity"].mean()) for r in runs],
-            "seconds": [r.seconds for r in runs],
-        }
-        row: dict[str, Any] = {"agent": agent, "seeds": len(runs)}
-        for metric, values in per_seed.items():
-            mean, half = mean_ci(np.asarray(values))
+        mine = runs[runs["agent"] == agent]
+        row: dict[str, Any] = {"agent": agent, "seeds": len(mine)}
+        for metric in mine.columns.drop(["agent", "seed"]):
+            mean, half = mean_ci(mine[metric].to_numpy(dtype=np.float64))
             row[metric] = mean
             row[f"{metric}_ci95"] = half
         rows.append(row)
@@ -406,8 +418,39 @@ def _execute_run(job: RunJob, cfg: DictConfig, prep: Prepared, out: Path, report
                               writer=writer, log_every=int(cfg.log_every), report=report)
         finally:
             writer.close()
+        if not job.tag:
+            save_trained(agent, out / agent_folder(job.name, job.seed))
     trace.agent = job.name
     return trace
+
+
+def agent_folder(name: str, seed: int) -> str:
+    """Where a run folder keeps the agent ``name`` trained in the simulator with ``seed``: ``agents/<name>/seed<k>``."""
+    return f"agents/{name}/seed{seed}"
+
+
+def save_trained(agent: RankingPolicy, folder: Path) -> Path | None:
+    """Save a trained agent (``policy.json`` + ``state.safetensors``); None for the world's own reference policies.
+
+    The files are written into a folder aside and renamed in, so ``folder`` is either complete or absent.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from agents.reference import WorldReferencePolicy
+
+    if isinstance(agent, WorldReferencePolicy):
+        return None  # the logging policy and the oracle are the world's, rebuilt from it, never trained
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        agent.save(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def read_trace(path: Path) -> RunTrace:
@@ -427,6 +470,13 @@ def read_trace(path: Path) -> RunTrace:
 SPEED_ONLY_KEYS = ("jobs", "progress")
 
 
+def essential_config(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg`` resolved to plain data without :data:`SPEED_ONLY_KEYS`: what decides a run's numbers."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    return {str(k): v for k, v in data.items() if k not in SPEED_ONLY_KEYS}
+
+
 def check_resumable(out: Path, cfg: DictConfig) -> None:
     """Refuse to resume into ``out`` a run of another config (its finished traces would be mixed in).
 
@@ -435,13 +485,9 @@ def check_resumable(out: Path, cfg: DictConfig) -> None:
     saved = out / "config.yaml"
     if not ((out / "traces").is_dir() and saved.is_file()):
         return
-
-    def essential(node: Any) -> Any:
-        data = OmegaConf.to_container(node, resolve=True)
-        assert isinstance(data, dict)
-        return {k: v for k, v in data.items() if k not in SPEED_ONLY_KEYS}
-
-    if essential(OmegaConf.load(saved)) != essential(cfg):
+    saved_cfg = OmegaConf.load(saved)
+    assert isinstance(saved_cfg, DictConfig)
+    if essential_config(saved_cfg) != essential_config(cfg):
         raise ConfigError(f"{out} holds a run of another config (its config.yaml differs); rerun into it only "
                           "with the same options to resume, or choose another folder (hydra.run.dir=...)")
 
@@ -478,8 +524,8 @@ def with_truth(table: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataFrame, 
     return out, Agreement(tau, mare, len(both))
 
 
-def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
-    """Run the comparison described by ``cfg``; write results under ``out``; return the table.
+def compare(cfg: DictConfig, out: Path | None = None, *, echo: bool = True) -> pd.DataFrame:
+    """Run the comparison described by ``cfg``; write results under ``out``; return the table (printed if ``echo``).
 
     On the built-in world with a fitted (or segment) backend the agents also run in the true world (same
     seeds and sessions): the table then holds, per agent, its simulated and true cumulative reward, and
@@ -512,6 +558,12 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
         table, agreement = with_truth(table, summarise(true_traces))
         write_json({f"{t.agent}/seed{t.seed}": {m: v.tolist() for m, v in t.steps.items()} for t in true_traces},
                    out / "curves_true.json")
+    runs_table = per_run(traces)
+    if "-true" in runs:
+        true_runs = per_run(runs["-true"])[["agent", "seed", "cumulative_reward"]]
+        runs_table = runs_table.merge(true_runs.rename(columns={"cumulative_reward": "true_cumulative_reward"}),
+                                      on=["agent", "seed"], how="left")
+    atomic_write(out / "runs.csv", lambda tmp: runs_table.to_csv(tmp, index=False))
     atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
     markdown = to_markdown(table, backend=backend, agreement=agreement) + interval_note(prep, len(seed_list(cfg.seeds)))
     if skipped:
@@ -525,8 +577,9 @@ def compare(cfg: DictConfig, out: Path | None = None) -> pd.DataFrame:
     plot_curves(traces, out / "learning_curves.png")
     done = (f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'learning_curves.png'}; "
             f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
-    print(markdown)
-    print(done)
+    if echo:
+        print(markdown)
+        print(done)
     log.info("%s\n%s", markdown, done)  # compare.log in the run folder (Hydra's file handler)
     return table
 

@@ -66,7 +66,12 @@ def schema_of(cls: type) -> type:
                 specs.append((f.name, tp, field(default_factory=f.default_factory)))
         else:
             specs.append((f.name, tp))
-    schema = dataclasses.make_dataclass(f"{cls.__name__}Schema", specs)
+    name = f"{cls.__name__}Schema"
+    # a module attribute, so pickle finds it by reference: launchers ship Hydra's config store to their workers,
+    # and pickling a generated class by value (cloudpickle < 3) emptied its dataclass fields in the sender
+    schema = dataclasses.make_dataclass(name, specs)
+    schema.__module__, schema.__qualname__ = __name__, name
+    globals()[name] = schema
     _SCHEMAS[cls] = schema
     return schema
 
@@ -137,6 +142,11 @@ class RunSchema:
     jobs: Optional[int] = None  # noqa: UP045
     log_every: int = 5
     progress: bool = True
+
+
+# the schemas exist from import on, so a worker process unpickling a config store finds them by name
+for _cls in (WorldConfig, EnvConfig, FitConfig):
+    schema_of(_cls)
 
 
 def register_configs() -> None:

@@ -335,7 +335,7 @@ def run_agent(agent: RankingPolicy, prep: RunSetup, *, steps: int, batch_size: i
     """
     sim = prep.sim
     started = time.perf_counter()
-    train = getattr(agent, "learn", None)
+    train: Any = getattr(agent, "learn", None)
     curve = None
     trains_first = callable(train) and not agent.learns_online
     units = 2 * steps if trains_first else steps

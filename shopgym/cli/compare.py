@@ -37,13 +37,33 @@ def main(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig) -> float:
-    """The body of :func:`main`: bad input is one line on stderr and exit status 2."""
+    """The body of :func:`main`: bad input is one line on stderr and exit status 2.
+
+    A job of a sweep (``--multirun``) runs quietly (the sweep has one progress line,
+    :class:`shopgym.app.sweep_progress.SweepProgress`), is skipped when its folder's record says it is done with
+    the same config, and is recorded as failed instead of stopping the sweep when it raises
+    (:func:`shopgym.app.sweep.run_sweep_job`).
+    """
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
 
     from shopgym.app.compare import compare, headline
 
+    hydra_cfg = HydraConfig.get()
+    out = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from shopgym.app.sweep import run_sweep_job
+
+        parallel_launcher = "basic_launcher" not in str(hydra_cfg.launcher.get("_target_", ""))
+        with open_dict(cfg):
+            cfg.progress = False  # speed-only, like jobs: not part of the job's key
+            if parallel_launcher and cfg.get("jobs") is None:
+                cfg.jobs = 1  # the launcher runs jobs side by side: one process each, not one per CPU each
+        return run_sweep_job(cfg, out, list(hydra_cfg.overrides.task),
+                             lambda: compare(cfg, out, echo=False), headline)
     try:
-        table = compare(cfg, Path(HydraConfig.get().runtime.output_dir))
+        table = compare(cfg, out)
     except ShopgymError as exc:
         print(f"shopgym: error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_INPUT_ERROR) from None
@@ -110,4 +130,6 @@ def dispatch(argv: Sequence[str]) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = saved
+        if "shopgym.app.sweep_progress" in sys.modules:
+            sys.modules["shopgym.app.sweep_progress"].stop_monitors()
     return 0
