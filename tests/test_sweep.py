@@ -240,3 +240,71 @@ def test_a_sweep_on_a_real_ray_cluster_gives_the_sequential_numbers_and_writes_n
     pd.testing.assert_frame_equal(_board(tmp_path / "ray"), _board(tmp_path / "seq"))
     assert not (tmp_path / "ray" / "ray").exists()  # a cluster writes where `ray start --temp-dir` said
     assert list(home.iterdir()) == []
+
+
+def test_a_search_space_in_hydra_sweep_syntax_becomes_tune_domains() -> None:
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    from shopgym.app.tune import search_space, trial_overrides
+    from shopgym.errors import ConfigError
+
+    space = search_space(["experiment=quick", "agents.linucb.proj_dim=16,32", "agents.linucb.reg=int(interval(1,10))"],
+                         {"agents.linucb.alpha": "tag(log, interval(0.01, 5.0))", "seeds": "[0],[1]",
+                          "agents.linucb.reg": "interval(0.1, 1.0)"})
+    assert space.fixed == ("experiment=quick",)
+    alpha, reg, dim, seeds = (space.params[k] for k in ("agents.linucb.alpha", "agents.linucb.reg",
+                                                        "agents.linucb.proj_dim", "seeds"))
+    assert isinstance(alpha, Float) and "LogUniform" in type(alpha.get_sampler()).__name__
+    assert (alpha.lower, alpha.upper) == (0.01, 5.0)
+    assert isinstance(reg, Integer) and (reg.lower, reg.upper) == (1, 11)  # the command line wins; ints: randint
+    assert isinstance(dim, Categorical) and dim.categories == ["16", "32"]
+    assert seeds.categories == ["[0]", "[1]"]
+    assert trial_overrides(space, {"agents.linucb.alpha": 0.25, "seeds": "[1]"}) == [
+        "experiment=quick", "agents.linucb.alpha=0.25", "seeds=[1]"]
+    with pytest.raises(ConfigError, match="no search space"):
+        search_space(["experiment=quick"])
+    with pytest.raises(ConfigError, match="not a search space"):
+        search_space(["agents=glob(*)"])
+
+
+def test_tune_tunes_one_agent_only() -> None:
+    from shopgym.app.config import compose_run
+    from shopgym.app.tune import check_one_agent
+    from shopgym.errors import ConfigError
+
+    cfg = compose_run(["only=[linucb]"])
+    assert check_one_agent(cfg) == "linucb"
+    for only in (None, ["linucb", "random"], ["nope"]):
+        cfg.only = only
+        with pytest.raises(ConfigError, match="tunes one agent"):
+            check_one_agent(cfg)
+
+
+def test_tune_searches_with_optuna_stops_hopeless_trials_early_and_writes_a_leaderboard(tmp_path, monkeypatch) -> None:
+    from shopgym.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    folder = tmp_path / "tune"
+    assert main(["sweep", "tune", "sweep=linucb_tune", "experiment=quick", "backend=true", "steps=12",
+                 "--samples", "5", "--concurrent", "1", "--dir", str(folder)]) == 0
+    records = {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/job.json")}
+    assert len(records) == 5 and {r["status"] for r in records.values()} <= {"done", "stopped"}
+    done = [n for n, r in records.items() if r["status"] == "done"]
+    stopped = [r for r in records.values() if r["status"] == "stopped"]
+    assert done and stopped  # the first trial runs to the end; with 5 trials ASHA stops at least one
+    for record in stopped:
+        pages = int(record["error"].split(" after ")[1].split(" pages")[0])
+        assert 3 <= pages < 24  # at a rung: after the grace of 12 // 4 pages, before the 2 x 12 pages of the end
+    for name in done:  # a finished trial ran its 2 seeds and kept its agents
+        runs = pd.read_csv(folder / name / "runs.csv")
+        assert list(runs["seed"]) == [0, 1]
+        assert (folder / name / "agents" / "linucb" / "seed1" / "policy.json").is_file()
+    alphas = [float(next(o for o in r["overrides"] if o.startswith("agents.linucb.alpha=")).split("=")[1])
+              for r in records.values()]
+    assert len(set(alphas)) == 5 and all(0.01 <= a <= 5.0 for a in alphas)
+    board = pd.read_csv(folder / "leaderboard.csv")
+    assert len(board) == len(done) and set(board["jobs"]) == set(done)
+    assert "stopped early by ASHA" in (folder / "leaderboard.md").read_text()
+    assert not (tmp_path / "ray_results").exists()

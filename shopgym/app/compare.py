@@ -21,6 +21,7 @@ TensorBoard tags (one run folder per agent and seed, ``tensorboard/<agent>/seed<
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -310,8 +311,12 @@ def wants_truth(cfg: DictConfig, prep: Prepared) -> bool:
     return possible if option is None else bool(option) and possible
 
 
-def run_agents(cfg: DictConfig, names: list[str], preps: dict[str, Prepared], out: Path
-               ) -> tuple[dict[str, list[RunTrace]], dict[str, str]]:
+#: ``on_step(run, t, reward)``: a run's step ``t`` recorded its mean page reward (see :func:`run_agents`)
+StepHook = Callable[["RunJob", int, float], None]
+
+
+def run_agents(cfg: DictConfig, names: list[str], preps: dict[str, Prepared], out: Path,
+               on_step: StepHook | None = None) -> tuple[dict[str, list[RunTrace]], dict[str, str]]:
     """Run every agent of ``names`` over every seed in each simulator of ``preps``; resume what a killed run finished.
 
     ``preps`` maps a tag to a simulator: ``""`` the simulator compared, ``"-true"`` the true world. The runs
@@ -323,6 +328,9 @@ def run_agents(cfg: DictConfig, names: list[str], preps: dict[str, Prepared], ou
     ``out/traces/<agent>-seed<k><tag>.json`` (atomically, after its TensorBoard events are closed): a rerun
     into the same folder reads the finished runs back instead of running them again, and restarts an
     unfinished one from a clean TensorBoard folder, so no event file is duplicated.
+
+    ``on_step(run, t, reward)`` (optional) is called after every step of every run, in the process that runs it
+    (this one only with ``jobs=1``): the learning curves as they grow, e.g. for an early-stopping scheduler.
 
     Returns:
         The traces per tag (in the order of ``names`` and the seeds) and the agents skipped, with the reason.
@@ -359,7 +367,8 @@ def run_agents(cfg: DictConfig, names: list[str], preps: dict[str, Prepared], ou
 
     def execute(job: RunJob, report: Any) -> RunTrace | str:
         prep, _ = preps[job.tag].for_seed(seeds.index(job.seed))
-        return _execute_run(job, cfg, prep, out, report)
+        hook = None if on_step is None else (lambda t, reward: on_step(job, t, reward))
+        return _execute_run(job, cfg, prep, out, report, hook)
 
     run_parallel(todo, execute, on_result, workers=worker_count(cfg.get("jobs"), len(todo)),
                  kind=lambda job: (job.name, job.tag), label=lambda job: job.label, desc="compare",
@@ -395,7 +404,8 @@ class RunJob:
         return f"{self.name} seed {self.seed} ({self.world})"
 
 
-def _execute_run(job: RunJob, cfg: DictConfig, prep: Prepared, out: Path, report: Any) -> RunTrace | str:
+def _execute_run(job: RunJob, cfg: DictConfig, prep: Prepared, out: Path, report: Any,
+                 on_step: Callable[[int, float], None] | None = None) -> RunTrace | str:
     """One run (in a worker process or inline): the trace, or why the logs cannot support the agent."""
     import shutil
 
@@ -415,7 +425,7 @@ def _execute_run(job: RunJob, cfg: DictConfig, prep: Prepared, out: Path, report
         writer = SummaryWriter(str(events))
         try:
             trace = run_agent(agent, prep, steps=int(cfg.steps), batch_size=int(cfg.batch_size), seed=job.seed,
-                              writer=writer, log_every=int(cfg.log_every), report=report)
+                              writer=writer, log_every=int(cfg.log_every), report=report, on_step=on_step)
         finally:
             writer.close()
         if not job.tag:
@@ -524,7 +534,8 @@ def with_truth(table: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataFrame, 
     return out, Agreement(tau, mare, len(both))
 
 
-def compare(cfg: DictConfig, out: Path | None = None, *, echo: bool = True) -> pd.DataFrame:
+def compare(cfg: DictConfig, out: Path | None = None, *, echo: bool = True,
+            on_step: StepHook | None = None) -> pd.DataFrame:
     """Run the comparison described by ``cfg``; write results under ``out``; return the table (printed if ``echo``).
 
     On the built-in world with a fitted (or segment) backend the agents also run in the true world (same
@@ -547,7 +558,7 @@ def compare(cfg: DictConfig, out: Path | None = None, *, echo: bool = True) -> p
         assert prep.built is not None
         preps["-true"] = prepared_from(prep.built, prep.built.with_backend("true"))
     backend = backend_name(cfg.backend)
-    runs, skipped = run_agents(cfg, names, preps, out)
+    runs, skipped = run_agents(cfg, names, preps, out, on_step)
     traces = runs[""]
     if not traces:
         raise ConfigError("no agent could run on these logs: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shopgym.app.sweep import DONE, FAILED, JobRecord, read_record
+from shopgym.app.sweep import DONE, FAILED, STOPPED, JobRecord, read_record
 from shopgym.data.io import atomic_write, write_json
 from shopgym.errors import ConfigError
 
@@ -41,7 +41,8 @@ class SweepJob:
         name: the job's folder name (Hydra's job number).
         folder: the job's folder.
         overrides: the job's overrides (``key=value``), in order (its record's, else ``.hydra/overrides.yaml``).
-        status: ``done``, ``failed`` or ``unfinished`` (running, or killed before it finished).
+        status: ``done``, ``failed``, ``stopped`` (early, by ``shopgym sweep tune``'s scheduler) or ``unfinished``
+            (running, or killed before it finished).
         runs: its ``runs.csv`` (one row per agent and seed) when done, else None.
         record: its ``job.json`` (None for a job that never started its record).
         last_log: the last non-empty line of its ``compare.log`` ("" when none).
@@ -57,7 +58,7 @@ class SweepJob:
 
     @property
     def error(self) -> str:
-        """A failed job's error ("" otherwise)."""
+        """A failed job's error, or why a stopped one was stopped ("" otherwise)."""
         return self.record.error if self.record is not None else ""
 
 
@@ -85,7 +86,8 @@ def read_sweep(folder: str | Path) -> list[SweepJob]:
             overrides = ()
         runs_file = sub / "runs.csv"
         finished = runs_file.is_file() and (record is None or record.status == DONE)
-        status = DONE if finished else FAILED if record is not None and record.status == FAILED else "unfinished"
+        status = DONE if finished else record.status if record is not None and record.status in (FAILED, STOPPED) \
+            else "unfinished"
         log = sub / "compare.log"
         lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()] \
             if log.is_file() else []
@@ -114,9 +116,22 @@ def differing_overrides(jobs: list[SweepJob]) -> list[dict[str, str]]:
     return [{k: p.get(k, "(default)") for k in varied} for p in parsed]
 
 
-def config_label(keys: dict[str, str]) -> str:
-    """A configuration's name: its varied keys but the seeds, ``k=v`` joined by spaces (``(base)`` when none)."""
-    return " ".join(f"{k}={v}" for k, v in keys.items() if k not in SEED_KEYS) or "(base)"
+def config_label(keys: dict[str, str], shorten: bool = False) -> str:
+    """A configuration's name: its varied keys but the seeds, ``k=v`` joined by spaces (``(base)`` when none).
+
+    Exact values identify a configuration; ``shorten`` gives the display form (:func:`short` values).
+    """
+    return " ".join(f"{k}={short(v) if shorten else v}" for k, v in keys.items() if k not in SEED_KEYS) or "(base)"
+
+
+def short(value: object) -> str:
+    """A value as the tables show it: a float with 4 significant digits (an optimiser's 0.30285251536 -> 0.3029)."""
+    text = str(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return text if text.lstrip("-").replace(".", "", 1).isdigit() and len(text) <= 8 else f"{number:.4g}"
 
 
 def leaderboard(jobs: list[SweepJob], metric: str = "cumulative_reward", agent: str | None = None) -> pd.DataFrame:
@@ -178,10 +193,12 @@ def config_keys(table: pd.DataFrame) -> list[str]:
 def to_markdown(table: pd.DataFrame, jobs: list[SweepJob], metric: str) -> str:
     """The leaderboard as markdown: the winner, the ranked table, then the failed and the unfinished jobs."""
     failed = [job for job in jobs if job.status == FAILED]
-    unfinished = [job for job in jobs if job.status not in (DONE, FAILED)]
-    done = len(jobs) - len(failed) - len(unfinished)
+    stopped = [job for job in jobs if job.status == STOPPED]
+    unfinished = [job for job in jobs if job.status not in (DONE, FAILED, STOPPED)]
+    done = len(jobs) - len(failed) - len(stopped) - len(unfinished)
     lines = [f"# Sweep leaderboard: {metric}", "",
-             f"{done} of {len(jobs)} jobs done, {len(failed)} failed, {len(unfinished)} unfinished. Ranked by "
+             f"{done} of {len(jobs)} jobs done, {len(failed)} failed, "
+             + (f"{len(stopped)} stopped early, " if stopped else "") + f"{len(unfinished)} unfinished. Ranked by "
              f"{metric} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better): mean ± 95% half-width over "
              "every seed of a configuration (jobs that differ only in `seeds` are pooled).", ""]
     if any(k.startswith("env.reward") for k in config_keys(table)) and "reward" in metric:
@@ -191,19 +208,24 @@ def to_markdown(table: pd.DataFrame, jobs: list[SweepJob], metric: str) -> str:
     if not table.empty:
         best = table.iloc[0]
         where = f"; its trained agent (best seed): `{best['agent_folder']}`" if best["agent_folder"] else ""
-        lines += [f"Best: **{best['agent']}** with {best['config']}: {best['metric']:.4g} ± "
-                  f"{_half(best['metric_ci95'])}{where}.", ""]
+        label = config_label({k: best[k] for k in config_keys(table)}, shorten=True)
+        value = f"{best['metric']:.4g} ± {_half(best['metric_ci95'])}"
+        lines += [f"Best: **{best['agent']}** with {label}: {value}{where}.", ""]
         keys = config_keys(table)
         lines += ["| rank | agent | " + "".join(f"{k} | " for k in keys) + f"{metric} | seeds | jobs | seconds |",
                   "|---|---|" + "---|" * len(keys) + "---|---|---|---|"]
         for _, r in table.iterrows():
-            lines.append(f"| {r['rank']} | {r['agent']} | " + "".join(f"{r[k]} | " for k in keys)
+            lines.append(f"| {r['rank']} | {r['agent']} | " + "".join(f"{short(r[k])} | " for k in keys)
                          + f"{r['metric']:.4g} ± {_half(r['metric_ci95'])} | {r['seeds']} | {r['jobs']} | "
                          f"{r['seconds']:.1f} |")
         lines.append("")
     if failed:
         lines += ["Failed jobs (their error; the traceback is in the job's job.json and compare.log):", ""]
         lines += [f"* job {job.name} ({' '.join(job.overrides) or 'no overrides'}): {job.error}" for job in failed]
+        lines.append("")
+    if stopped:
+        lines += ["Stopped early (their learning curve was behind at a rung of the early-stopping scheduler):", ""]
+        lines += [f"* job {job.name} ({' '.join(job.overrides)}): {job.error}" for job in stopped]
         lines.append("")
     if unfinished:
         lines += ["Unfinished jobs (running, or killed: start the same sweep again to finish them; the last line of "
@@ -237,7 +259,8 @@ def plot_leaderboard(table: pd.DataFrame, metric: str, path: Path) -> None:
                              squeeze=False)
     rank_ax = axes[0][0]
     if not table.empty:
-        labels = [f"{r['agent']} {r['config']}" for _, r in table.iterrows()]
+        labels = [f"{r['agent']} {config_label({k: r[k] for k in config_keys(table)}, True)}"
+                  for _, r in table.iterrows()]
         y = np.arange(len(table))[::-1]
         rank_ax.errorbar(table["metric"], y, xerr=table["metric_ci95"].fillna(0.0), fmt="o", capsize=3)
         rank_ax.set_yticks(y, labels, fontsize=7)

@@ -325,13 +325,15 @@ def _ndcg(values: np.ndarray, slots: np.ndarray) -> np.ndarray:
 
 def run_agent(agent: RankingPolicy, prep: RunSetup, *, steps: int, batch_size: int, seed: int,
               writer: Any | None = None, log_every: int = 5, progress: bool = False,
-              report: Callable[[float], None] | None = None) -> RunTrace:
+              report: Callable[[float], None] | None = None,
+              on_step: Callable[[int, float], None] | None = None) -> RunTrace:
     """Run ``agent`` online for ``steps`` batched page steps and record the per-step metrics.
 
     ``batch_size`` live sessions (a :class:`~envs.rerank.ReRankVectorEnv` seeded with ``seed``) each get a
     page per step, ranked with the generator ``default_rng([seed, 7])``; the agent learns from every page.
     ``report(fraction)`` (optional) is told the share done after every step; an agent trained on the simulator
-    first (PPO) counts its training pages as ``steps`` more steps.
+    first (PPO) counts its training pages as ``steps`` more steps. ``on_step(t, reward)`` (optional) gets each
+    step's mean page reward as it is recorded (the learning curve, e.g. for an early-stopping scheduler).
     """
     sim = prep.sim
     started = time.perf_counter()
@@ -390,6 +392,8 @@ def run_agent(agent: RankingPolicy, prep: RunSetup, *, steps: int, batch_size: i
                 writer.add_scalar("eval/ndcg", trace["ndcg"][t], t)
         if report is not None:
             report((units - steps + t + 1) / units)
+        if on_step is not None:
+            on_step(t, float(trace["reward"][t]))
     return RunTrace(agent.name, seed, trace, time.perf_counter() - started)
 
 

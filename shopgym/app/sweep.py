@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 #: the job record's file name in a job folder
 RECORD = "job.json"
-#: job statuses
-RUNNING, DONE, FAILED = "running", "done", "failed"
+#: job statuses (``stopped``: an early-stopping scheduler ended it, :mod:`shopgym.app.tune`)
+RUNNING, DONE, FAILED, STOPPED = "running", "done", "failed", "stopped"
 #: the hyperparameter events of a job, under its folder (``tensorboard --logdir SWEEP`` finds them)
 HPARAMS_DIR = "tensorboard/hparams"
 

@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from shopgym.app.sweep import DONE, FAILED, RUNNING, read_record
+from shopgym.app.sweep import DONE, FAILED, RUNNING, STOPPED, read_record
 
 
 def count_jobs(task_overrides: Sequence[str], params: Mapping[str, Any] | None = None) -> int | None:
@@ -49,9 +49,10 @@ class SweepMonitor:
     """A thread redrawing the sweep's progress line from the job records in ``folder``.
 
     Counts: *done* (record ``done``, including jobs skipped as done by an earlier start of the same sweep),
-    *failed*, *running* (a ``running`` record written since this monitor started; one left by a killed earlier
-    start does not count). ETA = remaining jobs x the mean wall time of the jobs finished in this start / the
-    jobs running at once (at least 1); ``?`` until a job finished.
+    *failed*, *stopped* (early, by ``shopgym sweep tune``'s scheduler), *running* (a ``running`` record written
+    since this monitor started; one left by a killed earlier start does not count). ETA = remaining jobs x the
+    mean wall time of the jobs finished in this start / the jobs running at once (at least 1); ``?`` until a job
+    finished.
     """
 
     def __init__(self, folder: Path, total: int | None, interval: float = 1.0, stream: Any = None) -> None:
@@ -64,11 +65,11 @@ class SweepMonitor:
         self._thread: threading.Thread | None = None
         self._parallel = 1
         self._drawn = False
-        self.counts: dict[str, int] = {DONE: 0, RUNNING: 0, FAILED: 0}
+        self.counts: dict[str, int] = {DONE: 0, RUNNING: 0, FAILED: 0, STOPPED: 0}
 
     def poll(self) -> dict[str, int]:
         """Read every job record once; update :attr:`counts`."""
-        counts = {DONE: 0, RUNNING: 0, FAILED: 0}
+        counts = {DONE: 0, RUNNING: 0, FAILED: 0, STOPPED: 0}
         durations = []
         folders = [p for p in self.folder.iterdir() if p.is_dir()] if self.folder.is_dir() else []
         for sub in folders:
@@ -79,7 +80,7 @@ class SweepMonitor:
             if record.status == RUNNING and not fresh:
                 continue
             counts[record.status] = counts.get(record.status, 0) + 1
-            if record.status in (DONE, FAILED) and fresh and math.isfinite(record.seconds):
+            if record.status in (DONE, FAILED, STOPPED) and fresh and math.isfinite(record.seconds):
                 durations.append(record.seconds)
         self._parallel = max(self._parallel, counts[RUNNING])
         self._durations = durations
@@ -89,14 +90,15 @@ class SweepMonitor:
     def line(self) -> str:
         """The progress line: ``sweep: 5/12 jobs done, 2 running, 0 failed [01:10 elapsed, ETA 02:40]``."""
         c = self.counts
-        finished = c[DONE] + c[FAILED]
+        finished = c[DONE] + c[FAILED] + c[STOPPED]
         total = "?" if self.total is None else str(self.total)
         eta = "?"
         durations = getattr(self, "_durations", [])
         if self.total is not None and durations:
             rest = max(self.total - finished, 0)
             eta = _clock(rest * (sum(durations) / len(durations)) / max(self._parallel, 1))
-        return (f"sweep: {c[DONE]}/{total} jobs done, {c[RUNNING]} running, {c[FAILED]} failed "
+        stopped = f", {c[STOPPED]} stopped early" if c[STOPPED] else ""
+        return (f"sweep: {c[DONE]}/{total} jobs done, {c[RUNNING]} running, {c[FAILED]} failed{stopped} "
                 f"[{_clock(time.time() - self.started)} elapsed, ETA {eta}]")
 
     def _loop(self) -> None:
@@ -294,7 +296,7 @@ class SweepProgress(Callback):
 
 def report_sweep(folder: Path, metric: str = "cumulative_reward") -> None:
     """Write the leaderboard of the sweep in ``folder`` and print where it is and what won."""
-    from shopgym.app.leaderboard import leaderboard, read_sweep, write_leaderboard
+    from shopgym.app.leaderboard import config_keys, config_label, leaderboard, read_sweep, write_leaderboard
     from shopgym.errors import ShopgymError
 
     try:
@@ -308,5 +310,6 @@ def report_sweep(folder: Path, metric: str = "cumulative_reward") -> None:
     print(f"leaderboard: {folder / 'leaderboard.md'} (.csv, .png); {len(jobs)} jobs, {failed} failed")
     if not table.empty:
         best = table.iloc[0]
-        print(f"best: {best['agent']} {best['config']} {metric} {best['metric']:.4g}; trained agent: "
-              f"{best['agent_folder']}")
+        label = config_label({k: best[k] for k in config_keys(table)}, shorten=True)
+        print(f"best: {best['agent']} {label}: {metric} {best['metric']:.4g}; trained agent: "
+              f"{folder / best['agent_folder'] if best['agent_folder'] else 'not saved'}")
