@@ -308,3 +308,32 @@ def test_tune_searches_with_optuna_stops_hopeless_trials_early_and_writes_a_lead
     assert len(board) == len(done) and set(board["jobs"]) == set(done)
     assert "stopped early by ASHA" in (folder / "leaderboard.md").read_text()
     assert not (tmp_path / "ray_results").exists()
+
+
+def test_a_sweep_fits_once_per_distinct_fit_config(tmp_path, monkeypatch) -> None:
+    """Jobs that differ in an agent key load one cached fit; a sweep over a fit option fits once per value."""
+    from shopgym.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    common = ["compare", "-m", "experiment=quick", "backend=fitted", "truth=false", "bootstrap=0", "steps=2",
+              "only=[random]", "fit.steps=40", "fit.class_epochs=3", f"cache_dir={cache}"]
+    assert main([*common, "agents.random.seed=1,2,3", f"hydra.sweep.dir={tmp_path / 'agents'}"]) == 0
+    assert len([p for p in (cache / "models").iterdir() if p.is_dir()]) == 1
+    assert main([*common, "fit.item_bias_l2=0.001,0.01", f"hydra.sweep.dir={tmp_path / 'fits'}"]) == 0
+    fits = [p for p in (cache / "models").iterdir() if p.is_dir()]
+    assert len(fits) == 3  # the first sweep's fit (the default) and one per swept value
+
+
+def test_a_users_own_sweep_file_runs_from_its_config_dir(tmp_path, monkeypatch) -> None:
+    from shopgym.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_conf" / "sweep").mkdir(parents=True)
+    (tmp_path / "my_conf" / "sweep" / "mine.yaml").write_text(
+        "# @package _global_\nhydra:\n  mode: MULTIRUN\n  sweep:\n    dir: multirun/sweep/mine\n"
+        "  sweeper:\n    params:\n      only: '[random]'\n      seeds: '[0],[1]'\n")
+    assert main(["compare", "--config-dir", str(tmp_path / "my_conf"), "sweep=mine", "experiment=quick",
+                 "backend=true", "steps=2"]) == 0
+    board = pd.read_csv(tmp_path / "multirun" / "sweep" / "mine" / "leaderboard.csv")
+    assert list(board["agent"]) == ["random"] and int(board["seeds"].iloc[0]) == 2

@@ -23,7 +23,9 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -122,7 +124,8 @@ def run_sweep_job(cfg: DictConfig, out: Path, overrides: Sequence[str],
     start = time.time()
     write_record(out, JobRecord(RUNNING, key, tuple(overrides), started=start))
     try:
-        table = body()
+        with warnings_to_log():
+            table = body()
         metric = headline(table)
         write_hparams(out, overrides, table)
     except Exception as exc:  # noqa: BLE001 - a failed job is recorded and the sweep goes on
@@ -134,6 +137,32 @@ def run_sweep_job(cfg: DictConfig, out: Path, overrides: Sequence[str],
     write_record(out, JobRecord(DONE, key, tuple(overrides), metric=metric, seconds=time.time() - start,
                                 started=start))
     return metric
+
+
+def in_folder(folder: str | Path | None) -> None:
+    """Work in ``folder`` (the sweep's launch folder) when this process is elsewhere and ``folder`` exists here.
+
+    Launchers start jobs in workers whose working folder is their own (Ray's session folder, a Tune trial's
+    folder); the paths a user typed (``data.path=data/obd``, ``model=models/obd``) are relative to where the
+    sweep was started. On another machine of a cluster the folder must exist at the same path (a shared file
+    system); otherwise nothing changes.
+    """
+    if folder and Path(folder).is_dir() and Path.cwd() != Path(folder):
+        os.chdir(folder)
+
+
+@contextmanager
+def warnings_to_log() -> Iterator[None]:
+    """Send Python warnings to the logging system (the job's ``compare.log``) instead of the console.
+
+    A sweep's console has one progress line; a warning from each of 50 jobs would bury it.
+    """
+    with warnings.catch_warnings():
+        logging.captureWarnings(True)
+        try:
+            yield
+        finally:
+            logging.captureWarnings(False)
 
 
 def hparam_value(text: str) -> float | bool | str:

@@ -25,6 +25,8 @@ SQLAlchemy 2, and a Hydra sweeper only sees a job's final value, so it cannot st
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,13 +125,15 @@ def trial_overrides(space: SearchSpace, sampled: dict[str, Any]) -> list[str]:
     return out
 
 
-def _trial(config: dict[str, Any], *, space: SearchSpace, folder: str, steps_per_report: int) -> None:
+def _trial(config: dict[str, Any], *, space: SearchSpace, folder: str, steps_per_report: int, cwd: str) -> None:
     """One trial (in a Ray worker): a ``shopgym compare`` job reporting its learning curve to Tune."""
     from ray import tune
 
     from shopgym.app.compare import compare, headline
     from shopgym.app.config import compose_run, seed_list
-    from shopgym.app.sweep import run_sweep_job
+    from shopgym.app.sweep import in_folder, run_sweep_job
+
+    in_folder(cwd)  # Tune starts a trial in its own folder; the user's paths are relative to the launch folder
 
     overrides = trial_overrides(space, config)
     out = Path(folder) / tune.get_context().get_trial_id()
@@ -194,7 +198,7 @@ def tune_sweep(overrides: Sequence[str], folder: Path, *, samples: int, concurre
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from shopgym.app.config import compose_run, seed_list
+    from shopgym.app.config import check_run, compose_run, seed_list
     from shopgym.app.sweep_progress import prepare_local_ray, report_sweep
 
     if samples < 1 or concurrent < 1 or reduction < 2:
@@ -203,20 +207,26 @@ def tune_sweep(overrides: Sequence[str], folder: Path, *, samples: int, concurre
     params = sweep_params(overrides)
     space = search_space([o for o in overrides if not o.startswith("sweep=")], params)
     base = compose_run(list(space.fixed))
+    check_run(base)  # a bad data path or seed list fails here, once, not in every trial
     check_one_agent(base)
     steps, n_seeds = int(base.steps), len(seed_list(base.seeds))
     grace = max(1, steps // 4) if grace is None else int(grace)
     if grace < 1 or grace > steps * n_seeds:
         raise ConfigError(f"--grace must be in [1, {steps * n_seeds}] pages (steps x seeds), got {grace}")
-    folder = Path(folder).resolve()
+    shown = Path(folder)  # as the user gave it, for the messages
+    folder = shown.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     init = OmegaConf.create({"hydra": {"launcher": {"ray": {"init": {"address": address}}}}})
     prepare_local_ray(init, folder)
     if not ray.is_initialized():
         ray.init(**{k: v for k, v in OmegaConf.to_container(init.hydra.launcher.ray.init).items()  # type: ignore
                     if v is not None or k == "address"}, log_to_driver=False)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     every = max(1, int(base.log_every))
-    trainable = tune.with_parameters(_trial, space=space, folder=str(folder), steps_per_report=every)
+    trainable = tune.with_parameters(_trial, space=space, folder=str(folder), steps_per_report=every,
+                                     cwd=os.getcwd())
     searcher = ConcurrencyLimiter(OptunaSearch(seed=seed), max_concurrent=concurrent)
     scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=steps * n_seeds, grace_period=grace,
                               reduction_factor=reduction)
@@ -227,17 +237,22 @@ def tune_sweep(overrides: Sequence[str], folder: Path, *, samples: int, concurre
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 1}), param_space=space.params,
             tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="max", search_alg=searcher, scheduler=scheduler,
-                                        num_samples=samples, max_concurrent_trials=concurrent),
-            run_config=tune.RunConfig(name="shopgym", storage_path=str(store), verbose=0))
+                                        num_samples=samples),
+            run_config=tune.RunConfig(name="shopgym", storage_path=str(store), verbose=0,
+                                      callbacks=[_stop_recorder(folder)]))
     from shopgym.app.sweep_progress import SweepMonitor
 
     monitor = SweepMonitor(folder, samples).start()
     try:
         grid = tuner.fit()
-        mark_stopped(folder, grid)
+        for index in range(len(grid)):  # a trial the callback missed (e.g. an interrupted driver)
+            result = grid[index]
+            trial_id = (result.metrics or {}).get("trial_id")
+            if trial_id:
+                mark_stopped(folder, str(trial_id), dict(result.metrics or {}))
     finally:
         monitor.stop()
-    report_sweep(folder)
+    report_sweep(shown)
     return folder
 
 
@@ -263,20 +278,30 @@ def sweep_params(overrides: Sequence[str]) -> dict[str, str]:
     return {} if params is None else {str(k): str(v) for k, v in OmegaConf.to_container(params).items()}  # type: ignore
 
 
-def mark_stopped(folder: Path, grid: Any) -> None:
-    """Record the trials ASHA stopped early (their record still says running) with their last reported value."""
-    for result in grid:
-        trial = Path(result.path).name if getattr(result, "path", None) else None
-        metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or trial
-        if not trial_id:
-            continue
-        record = read_record(folder / str(trial_id))
-        if record is None or record.status != RUNNING:
-            continue
-        value = metrics.get(OBJECTIVE, float("nan"))
-        pages = metrics.get(TIME_ATTR, 0)
-        write_record(folder / str(trial_id), JobRecord(
-            STOPPED, record.key, record.overrides, started=record.started, host=record.host, pid=record.pid,
-            error=f"stopped early by ASHA after {pages} pages: {OBJECTIVE} {value:.4g}"))
+def mark_stopped(folder: Path, trial_id: str, metrics: dict[str, Any]) -> bool:
+    """Record a trial that ended while its record still says running: ASHA stopped it at its last report.
+
+    Returns:
+        Whether the record was changed.
+    """
+    record = read_record(folder / trial_id)
+    if record is None or record.status != RUNNING:
+        return False
+    value = float(metrics.get(OBJECTIVE, float("nan")))
+    pages = int(metrics.get(TIME_ATTR, 0))
+    write_record(folder / trial_id, JobRecord(
+        STOPPED, record.key, record.overrides, seconds=time.time() - record.started, started=record.started,
+        host=record.host, pid=record.pid, error=f"stopped early by ASHA after {pages} pages: {OBJECTIVE} {value:.4g}"))
+    return True
+
+
+def _stop_recorder(folder: Path) -> Any:
+    """A Ray Tune callback marking each trial's record ``stopped`` as soon as the trial ends early."""
+    from ray import tune
+
+    class StopRecorder(tune.Callback):
+        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            mark_stopped(folder, str(trial.trial_id), dict(trial.last_result or {}))
+
+    return StopRecorder()
 

@@ -23,6 +23,8 @@ from shopgym.errors import ShopgymError
 CONF_DIR = str(Path(conf.__file__).resolve().parent)
 #: Hydra flags after which the command line is not a plain run (nothing to pre-check)
 _NO_PRECHECK = ("-m", "--multirun", "-h", "--help", "--hydra-help", "-i", "--info", "--shell-completion", "-sc")
+#: Hydra flags that add config folders (e.g. a user's own conf/sweep/*.yaml): the pre-check cannot see them
+_SEARCH_PATH_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp")
 #: Hydra flags that take a value
 _FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--experimental-rerun")
@@ -53,7 +55,9 @@ def run(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        from shopgym.app.sweep import run_sweep_job
+        from shopgym.app.sweep import in_folder, run_sweep_job
+
+        in_folder(hydra_cfg.runtime.cwd)  # a worker of a Ray or joblib launcher: relative paths as typed
 
         parallel_launcher = "basic_launcher" not in str(hydra_cfg.launcher.get("_target_", ""))
         with open_dict(cfg):
@@ -112,7 +116,8 @@ def dispatch(argv: Sequence[str]) -> int:
     from shopgym.data.io import check_writable_folder
 
     argv = list(argv)
-    if not any(arg in _NO_PRECHECK for arg in argv):
+    own_configs = any(arg.split("=", 1)[0] in _SEARCH_PATH_FLAGS for arg in argv)  # Hydra composes those itself
+    if not own_configs and not any(arg in _NO_PRECHECK for arg in argv):
         problem = compose_error(overrides_of(argv))
         if problem is None and not any(arg.startswith("--cfg") or arg == "-c" for arg in argv):
             try:
