@@ -58,7 +58,7 @@ def test_the_progress_line_counts_records_and_ignores_a_stale_running_one(tmp_pa
     stream = io.StringIO()
     monitor = SweepMonitor(tmp_path, total=5, stream=stream)
     monitor.poll()
-    assert monitor.counts == {DONE: 1, RUNNING: 1, FAILED: 1}
+    assert monitor.counts == {DONE: 1, RUNNING: 1, FAILED: 1, "stopped": 0}
     # 3 jobs left x 10 s each, one running at a time
     assert "1/5 jobs done, 1 running, 1 failed" in monitor.line() and "ETA 00:30" in monitor.line()
     monitor.start()
