@@ -258,6 +258,14 @@ def test_rejects_contexts_of_another_shape(toy_sim):
 SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 2, "n_envs": 2}
 
 
+def test_training_without_tensorboard_leaves_nothing_in_the_temp_folder(toy_sim, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    PPORanker(seed=0, **SMALL).learn(toy_sim, 64)
+    assert not list(tmp_path.glob("SB3-*"))
+
+
 def test_same_seed_same_numbers(toy_sim):
     def train(seed: int) -> PPORanker:
         return PPORanker(seed=seed, **SMALL).learn(toy_sim, 128)

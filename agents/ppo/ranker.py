@@ -283,6 +283,10 @@ class PPORanker(RankingPolicy):
                         vf_coef=self.vf_coef, max_grad_norm=self.max_grad_norm,
                         policy_kwargs={**self._policy_kwargs(), "slate_size": cfg.slate_size},
                         tensorboard_log=tensorboard_log, seed=seed, device="cpu", verbose=0)
+            if tensorboard_log is None:  # else SB3 makes an empty SB3-<time> folder in the temp folder per run
+                from stable_baselines3.common.logger import Logger
+
+                model.set_logger(Logger(folder=None, output_formats=[]))
             if trained is not None:
                 model.policy.load_state_dict(trained.state_dict())
             curve = RewardPerPageCallback()
