@@ -1,0 +1,332 @@
+"""Export a trained agent to ONNX: a scoring graph, its item vocabulary, a manifest and a parity proof.
+
+``shopgym export SRC --out DIR``. SRC is a saved agent folder inside a compare run
+(``<run>/agents/<agent>/seed<k>``), a compare run folder (``--agent NAME``, ``--seed K``), or a sweep folder
+(``--best``: the agent its ``best.json`` names). The run's ``config.yaml`` rebuilds the simulator the agent was
+trained in (from the caches), which gives the item table and the contexts of the parity check.
+
+The export folder, written aside and renamed in (it appears complete or not at all):
+
+* ``model.onnx``: the agent's greedy scores (:mod:`shopgym.app.export_graphs`), tables inside;
+* ``item_ids.json``: the catalog item ids in graph order (candidate ``i`` of the graph is ``item_ids[i]``);
+* ``manifest.json``: versions, the agent and its config, the run and its resolved-config hash, the metrics the
+  agent earned, the graph's inputs and output, the encoder, the vocabulary (count and SHA-256), the opset, the
+  exploration it ships with, the parity figures, and the SHA-256 of every other file.
+
+Parity: ONNX Runtime against the in-process agent's greedy score (:func:`greedy_scores`) on ``contexts``
+(>= 1,000) request contexts recorded from the simulator while the agent ranks (without learning): the largest
+absolute score difference must be <= :data:`PARITY_TOLERANCE` and the top-K orders must agree (ties by lower
+candidate column, as :func:`agents.base.deterministic_topk`) except between items whose scores are within the
+tolerance (:func:`orders_agree`); the share of exactly identical orders is reported too. Otherwise the export
+fails and leaves no folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from agents.base import RankingContext, RankingPolicy, load_policy
+from shopgym.data.io import write_json
+from shopgym.errors import ConfigError
+
+#: the export folder's format
+EXPORT_FORMAT = 1
+#: largest absolute score difference ONNX Runtime vs the agent
+PARITY_TOLERANCE = 1e-5
+#: the ONNX opset of the graphs
+OPSET = 18
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """What to export: the agent's folder, its run folder and config, its name and seed."""
+
+    agent_folder: Path
+    run_folder: Path
+    config: DictConfig
+    agent: str
+    seed: int
+
+
+def resolve_source(src: str | Path, agent: str | None = None, seed: int | None = None,
+                   best: bool = False) -> ExportSource:
+    """The agent folder and run of ``src`` (see the module docstring).
+
+    Raises:
+        ConfigError: nothing exportable found there, naming what to pass.
+    """
+    folder = Path(src)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: not a folder; give a saved agent, a compare run or a sweep folder")
+    if best:
+        best_file = folder / "best.json"
+        if not best_file.is_file():
+            raise ConfigError(f"{folder}: no best.json (--best needs a sweep folder: run `shopgym sweep report "
+                              f"{folder}` first)")
+        chosen = json.loads(best_file.read_text(encoding="utf-8"))
+        if not chosen.get("agent_folder"):
+            raise ConfigError(f"{best_file}: the best agent was not saved (a run from before agents were kept)")
+        folder = folder / chosen["agent_folder"]
+    elif not (folder / "policy.json").is_file():
+        if not (folder / "agents").is_dir():
+            raise ConfigError(f"{folder}: neither a saved agent (policy.json) nor a run with trained agents "
+                              "(agents/); for a sweep pass --best")
+        names = sorted(p.name for p in (folder / "agents").iterdir() if p.is_dir())
+        if agent is None or agent not in names:
+            raise ConfigError(f"{folder}: pass --agent with one of {names}" if agent is None else
+                              f"--agent {agent!r} was not trained in {folder}; trained: {names}")
+        seeds = sorted(int(p.name[4:]) for p in (folder / "agents" / agent).glob("seed*"))
+        chosen_seed = seeds[0] if seed is None else seed
+        if chosen_seed not in seeds:
+            raise ConfigError(f"--seed {seed} was not run for {agent} in {folder}; seeds: {seeds}")
+        folder = folder / "agents" / agent / f"seed{chosen_seed}"
+    if not (folder / "policy.json").is_file():
+        raise ConfigError(f"{folder}: not a saved agent (no policy.json)")
+    run = folder.parent.parent.parent
+    config_file = run / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{folder}: its run's config.yaml ({config_file}) is missing; export agents saved by "
+                          "`shopgym compare` (they sit in <run>/agents/<agent>/seed<k>)")
+    cfg = OmegaConf.load(config_file)
+    assert isinstance(cfg, DictConfig)
+    return ExportSource(folder, run, cfg, folder.parent.name, int(folder.name.removeprefix("seed")))
+
+
+def record_contexts(agent: RankingPolicy, sim: Any, n: int, seed: int = 0,
+                    batch_size: int = 64) -> list[RankingContext]:
+    """At least ``n`` request contexts (batches of ``batch_size``) from ``sim`` while ``agent`` ranks, not learning."""
+    from envs.rerank import ReRankVectorEnv
+    from shopgym.app.rollout import EnvPages, rollout
+
+    env = ReRankVectorEnv(batch_size, simulator=sim)
+    env.reset(seed=seed)
+    steps = -(-n // batch_size)
+    return [step.ctx for step in rollout(agent, EnvPages(env), np.random.default_rng([seed, 11]), steps=steps,
+                                         learn=False)]
+
+
+def feeds(ctx: RankingContext, names: list[str]) -> dict[str, np.ndarray]:
+    """The graph inputs ``names`` of a context (see :data:`shopgym.app.export_graphs.INPUTS`)."""
+    values: dict[str, np.ndarray] = {
+        "user": np.asarray(ctx.user, np.float32), "query": np.asarray(ctx.query, np.float32),
+        "is_search": np.asarray(ctx.is_search, np.float32), "candidates": np.asarray(ctx.candidates, np.int64),
+        "history": np.asarray(ctx.history, np.int64), "extra": np.asarray(ctx.extra, np.float32)}
+    return {name: values[name] for name in names}
+
+
+def topk_order(scores: np.ndarray, k: int) -> np.ndarray:
+    """(B, k) columns of the top-k scores, descending, ties by lower column (a stable sort)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def greedy_scores(agent: RankingPolicy, ctx: RankingContext) -> np.ndarray:
+    """(B, N) the score an export ships: the linear bandits' posterior mean (no UCB bonus, no posterior draw)."""
+    from agents.linear import LinearBandit
+
+    return agent.mean_scores(ctx) if isinstance(agent, LinearBandit) else agent.score(ctx)
+
+
+def orders_agree(got: np.ndarray, expected: np.ndarray, k: int, tolerance: float) -> np.ndarray:
+    """(B,) bool: the top-``k`` orders of ``got`` and ``expected`` agree up to near-ties.
+
+    Position by position, the item ``got`` puts there must be the one ``expected`` puts there, or score within
+    ``tolerance`` of it under ``expected`` (two scores that close cannot define an order across float32 and
+    float64 arithmetic: a batched product rounds the same vector differently at different positions).
+    """
+    mine, theirs = topk_order(got, k), topk_order(expected, k)
+    rows = np.arange(len(got))[:, None]
+    gap = np.abs(expected[rows, mine] - expected[rows, theirs])
+    return ((mine == theirs) | (gap <= tolerance)).all(axis=1)
+
+
+def check_parity(agent: RankingPolicy, model_path: Path, contexts: list[RankingContext], k: int) -> dict[str, Any]:
+    """ONNX Runtime vs ``agent.score`` on ``contexts``: the figures for the manifest.
+
+    Returns:
+        ``contexts`` (requests compared), ``max_abs_diff``, ``topk_identical`` (share of requests whose top-``k``
+        orders match), ``k``, ``passed`` and ``seconds`` (ONNX Runtime's total inference time).
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    worst, same, agree, total, seconds = 0.0, 0, 0, 0, 0.0
+    for ctx in contexts:
+        expected = np.asarray(greedy_scores(agent, ctx), dtype=np.float64)
+        started = time.perf_counter()
+        got = session.run(None, feeds(ctx, names))[0].astype(np.float64)
+        seconds += time.perf_counter() - started
+        worst = max(worst, float(np.abs(got - expected).max()))
+        same += int((topk_order(got, k) == topk_order(expected, k)).all(axis=1).sum())
+        agree += int(orders_agree(got, expected, k, PARITY_TOLERANCE).sum())
+        total += ctx.batch_size
+    return {"contexts": total, "max_abs_diff": worst, "topk_identical": same / max(total, 1),
+            "topk_agree_up_to_near_ties": agree / max(total, 1), "k": k, "tolerance": PARITY_TOLERANCE,
+            "passed": worst <= PARITY_TOLERANCE and agree == total, "onnxruntime_seconds": seconds}
+
+
+def sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_graph(graph: Any, example: RankingContext, path: Path) -> None:
+    """Write ``graph`` as ONNX (dynamo exporter; dynamic batch, candidate and history axes)."""
+    import torch
+
+    from shopgym.app.export_graphs import INPUTS, OUTPUT
+
+    batch, cands, hist = torch.export.Dim("batch"), torch.export.Dim("candidates"), torch.export.Dim("history")
+    axes = {"user": {0: batch}, "query": {0: batch}, "is_search": {0: batch},
+            "candidates": {0: batch, 1: cands}, "history": {0: batch, 1: hist}, "extra": {0: batch, 1: cands}}
+    values = feeds(example, [name for name, _, _ in INPUTS])
+    args = tuple(torch.from_numpy(values[name]) for name, _, _ in INPUTS)
+    import logging
+    import warnings
+
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the exporter's notes (no torchvision ops, merged axis names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(graph, args, dynamo=True, input_names=[n for n, _, _ in INPUTS],
+                                    output_names=[OUTPUT], dynamic_shapes=tuple(axes[n] for n, _, _ in INPUTS),
+                                    opset_version=OPSET, verbose=False)
+    quiet.setLevel(level)
+    assert program is not None
+    program.save(str(path))
+
+
+def run_metrics(source: ExportSource) -> dict[str, float]:
+    """What the agent earned in its run (its seed's row of ``runs.csv``; the mean over seeds of ``results.csv``)."""
+    import pandas as pd
+
+    out: dict[str, float] = {}
+    runs = source.run_folder / "runs.csv"
+    if runs.is_file():
+        table = pd.read_csv(runs)
+        row = table[(table["agent"] == source.agent) & (table["seed"] == source.seed)]
+        for column in ("cumulative_reward", "true_cumulative_reward", "ctr", "purchase_rate"):
+            if column in row and len(row) and np.isfinite(row[column].iloc[0]):
+                out[f"seed_{column}"] = float(row[column].iloc[0])
+    return out
+
+
+def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: int | None = None,
+           best: bool = False, contexts: int = 1000, force: bool = False) -> Path:
+    """Export an agent (see the module docstring); return the export folder.
+
+    Raises:
+        ConfigError: a bad source, an agent that cannot be exported, an existing ``out`` (without ``force``),
+            or failed parity (nothing is written then).
+    """
+    from shopgym import __version__
+    from shopgym.app.compare import essential_config
+    from shopgym.app.config import simulator_spec
+    from shopgym.app.export_graphs import INPUTS, OUTPUT, graph_for
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise ConfigError(f"--out {out}: exists; choose a new folder or pass --force to replace it")
+    if contexts < 1000:
+        raise ConfigError(f"--contexts must be >= 1000 (the parity proof's floor), got {contexts}")
+    source = resolve_source(src, agent, seed, best)
+    policy = load_policy(source.agent_folder)
+    from envs.build import build_simulator
+
+    built = build_simulator(simulator_spec(source.config, progress=False))
+    sim = built.sim
+    k = int(sim.config.slate_size)
+    graph = graph_for(policy, sim.space.item_vecs)
+    recorded = record_contexts(policy, sim, contexts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        export_graph(graph, recorded[0], tmp / "model.onnx")
+        parity = check_parity(policy, tmp / "model.onnx", recorded, k)
+        if not parity["passed"]:
+            raise ConfigError(f"parity failed: ONNX Runtime vs {source.agent} on {parity['contexts']} contexts: max "
+                              f"|difference| {parity['max_abs_diff']:.3g} (tolerance {PARITY_TOLERANCE}), top-{k} "
+                              f"orders agreeing up to near-ties for "
+                              f"{parity['topk_agree_up_to_near_ties']:.2%}; nothing was exported")
+        ids = [str(i) for i in sim.space.item_ids]
+        write_json(ids, tmp / "item_ids.json")
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(tmp / "model.onnx"), providers=["CPUExecutionProvider"])
+        declared = {i.name for i in session.get_inputs()}
+        cfg_hash = hashlib.sha256(json.dumps(essential_config(source.config), sort_keys=True, default=str)
+                                  .encode()).hexdigest()
+        header = json.loads((source.agent_folder / "policy.json").read_text(encoding="utf-8"))
+        encoder = OmegaConf.to_container(source.config.get("encoder"), resolve=True) \
+            if isinstance(source.config.get("encoder"), DictConfig) else source.config.get("encoder")
+        manifest = {
+            "format": EXPORT_FORMAT, "shopgym_version": __version__, "created": time.time(),
+            "agent": {"name": source.agent, "class": header["class"], "config": header.get("config", {}),
+                      "seed": source.seed, "folder": str(source.agent_folder)},
+            "run": {"folder": str(source.run_folder), "config_sha256": cfg_hash,
+                    "data": str(source.config.data.kind), "backend": str(source.config.backend)},
+            "metrics": run_metrics(source),
+            "inputs": [{"name": name, "rank": rank, "dtype": dtype} for name, rank, dtype in INPUTS
+                       if name in declared],
+            "output": {"name": OUTPUT, "shape": ["batch", "candidates"], "dtype": "float32"},
+            "dims": {"embedding": int(sim.space.dim), "extra": int(recorded[0].extra.shape[2]), "slate_size": k},
+            "encoder": {"config": encoder, "item_table_sha256": hashlib.sha256(
+                np.ascontiguousarray(sim.space.item_vecs, np.float32).tobytes()).hexdigest()},
+            "items": {"count": len(ids), "sha256": sha256(tmp / "item_ids.json")},
+            "opset": OPSET,
+            "exploration": {"mode": "greedy", "note": "the agent's greedy score; the server adds exploration"},
+            "parity": parity,
+            "files": {name: sha256(tmp / name) for name in ("model.onnx", "item_ids.json")},
+        }
+        write_json(manifest, tmp / MANIFEST)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def verify_export(folder: str | Path) -> dict[str, Any]:
+    """The manifest of an export folder whose files match its checksums.
+
+    Raises:
+        ConfigError: no manifest, a file missing or changed since the export (names it), an unknown format.
+    """
+    root = Path(folder)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{root}: not an export folder (no {MANIFEST}); make one with `shopgym export`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: unreadable manifest ({exc}); export again") from exc
+    if manifest.get("format") != EXPORT_FORMAT:
+        raise ConfigError(f"{path}: export format {manifest.get('format')!r}, this shopgym reads {EXPORT_FORMAT}")
+    problems = []
+    for name, digest in manifest.get("files", {}).items():
+        file = root / name
+        if not file.is_file():
+            problems.append(f"{name} is missing (the manifest lists it)")
+        elif sha256(file) != digest:
+            problems.append(f"{name} does not match the manifest's checksum (changed since the export)")
+    if problems:
+        raise ConfigError(f"{root}: " + "; ".join(problems) + "; refusing it: export again")
+    return manifest

@@ -1,0 +1,111 @@
+"""Export: every exportable agent's ONNX graph scores as the agent does; the folder is checked, atomic, refused
+when tampered with; agents that cannot be exported say so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXPORTABLE = ["cosine", "popularity", "item_knn", "linucb_knn", "lin_ts", "epsilon_greedy"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A small compare run (built-in world, fitted simulator) that trained and saved the agents."""
+    from hydra import compose, initialize_config_dir
+
+    from shopgym.app.compare import compare
+    from shopgym.cli.compare import CONF_DIR
+
+    root = tmp_path_factory.mktemp("export")
+    knn_only = [f"agents.{name}.log_features=[item_knn]" for name in ("lin_ts", "epsilon_greedy")]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="compare", overrides=[
+            "experiment=quick", "backend=fitted", "truth=false", "bootstrap=0", "steps=6", "seeds=[0]",
+            "+agent@agents.linucb_knn=linucb", "agents.linucb_knn.log_features=[item_knn]", *knn_only,
+            f"only=[{','.join([*EXPORTABLE, 'linucb', 'als'])}]", "progress=false", f"cache_dir={root / 'cache'}",
+            "fit.steps=40", "fit.class_epochs=3"])
+    folder = root / "sweep" / "0"  # a run inside a sweep-like folder, for --best
+    compare(cfg, folder, echo=False)
+    return folder
+
+
+@pytest.mark.parametrize("agent", EXPORTABLE)
+def test_the_exported_graph_scores_as_the_agent_does(run: Path, tmp_path: Path, agent: str) -> None:
+    import onnxruntime as ort
+
+    from agents.base import load_policy
+    from envs.build import build_simulator
+    from shopgym.app.config import simulator_spec
+    from shopgym.app.export import PARITY_TOLERANCE, export, feeds, greedy_scores, orders_agree, record_contexts
+
+    out = export(run, tmp_path / "export", agent=agent)
+    manifest = json.loads((out / "manifest.json").read_text())
+    parity = manifest["parity"]
+    assert parity["passed"] and parity["contexts"] >= 1000 and parity["max_abs_diff"] <= PARITY_TOLERANCE
+    assert parity["topk_agree_up_to_near_ties"] == 1.0
+    assert manifest["agent"]["name"] == agent and manifest["items"]["count"] == len(
+        json.loads((out / "item_ids.json").read_text()))
+    assert set(manifest["files"]) == {"model.onnx", "item_ids.json"}
+    # independently: fresh contexts (another seed), the agent reloaded from its folder
+    policy = load_policy(run / "agents" / agent / "seed0")
+    sim = build_simulator(simulator_spec(__import__("omegaconf").OmegaConf.load(run / "config.yaml"),
+                                         progress=False)).sim
+    session = ort.InferenceSession(str(out / "model.onnx"))
+    names = [i.name for i in session.get_inputs()]
+    for ctx in record_contexts(policy, sim, 256, seed=5):
+        got = session.run(None, feeds(ctx, names))[0].astype(np.float64)
+        expected = greedy_scores(policy, ctx)
+        assert np.abs(got - expected).max() <= PARITY_TOLERANCE
+        assert orders_agree(got, expected, sim.config.slate_size, PARITY_TOLERANCE).all()
+
+
+def test_a_tampered_export_is_refused_and_a_failed_parity_leaves_no_folder(run: Path, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    import shopgym.app.export as export_module
+    from shopgym.app.export import export, verify_export
+    from shopgym.errors import ConfigError
+
+    out = export(run, tmp_path / "cosine", agent="cosine")
+    assert verify_export(out)["agent"]["name"] == "cosine"
+    ids = out / "item_ids.json"
+    ids.write_text(ids.read_text().replace('"', "'", 2))
+    with pytest.raises(ConfigError, match="item_ids.json does not match the manifest"):
+        verify_export(out)
+    (out / "model.onnx").unlink()
+    with pytest.raises(ConfigError, match="item_ids.json does not match .*; model.onnx is missing"):
+        verify_export(out)
+    with pytest.raises(ConfigError, match="not an export folder"):
+        verify_export(tmp_path)
+    monkeypatch.setattr(export_module, "PARITY_TOLERANCE", 0.0)  # no float32 graph can pass that
+    with pytest.raises(ConfigError, match="parity failed"):
+        export(run, tmp_path / "strict", agent="item_knn")
+    assert not (tmp_path / "strict").exists() and not list(tmp_path.glob(".strict-*"))
+
+
+def test_what_cannot_be_exported_says_why(run: Path, tmp_path: Path) -> None:
+    from shopgym.cli import main
+
+    cases = {("--agent", "als"): "not exportable yet", ("--agent", "linucb"): "log_features=\\[item_knn\\]",
+             ("--agent", "nope"): "was not trained", (): "pass --agent"}
+    for args, message in cases.items():
+        with pytest.raises(Exception, match=message):
+            from shopgym.app.export import export
+
+            export(run, tmp_path / "x", agent=args[1] if args else None)
+    assert not (tmp_path / "x").exists()
+    assert main(["export", str(run), "--agent", "als", "--out", str(tmp_path / "y")]) == 2
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
+    assert main(["export", str(run), "--agent", "cosine", "--contexts", "10", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_the_best_agent_of_a_sweep_exports_from_its_best_json(run: Path, tmp_path: Path, capsys) -> None:
+    from shopgym.cli import main
+
+    (run.parent / "best.json").write_text(json.dumps({"agent_folder": "0/agents/popularity/seed0"}))
+    assert main(["export", str(run.parent), "--best", "--out", str(tmp_path / "best")]) == 0
+    assert "exported popularity (seed 0)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "best" / "manifest.json").read_text())["agent"]["name"] == "popularity"
