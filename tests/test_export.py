@@ -4,12 +4,13 @@ when tampered with; agents that cannot be exported say so."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-EXPORTABLE = ["cosine", "popularity", "item_knn", "linucb_knn", "lin_ts", "epsilon_greedy"]
+EXPORTABLE = ["cosine", "popularity", "item_knn", "als", "linucb", "linucb_knn", "lin_ts", "epsilon_greedy"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def run(tmp_path_factory) -> Path:
         cfg = compose(config_name="compare", overrides=[
             "experiment=quick", "backend=fitted", "truth=false", "bootstrap=0", "steps=6", "seeds=[0]",
             "+agent@agents.linucb_knn=linucb", "agents.linucb_knn.log_features=[item_knn]", *knn_only,
-            f"only=[{','.join([*EXPORTABLE, 'linucb', 'als'])}]", "progress=false", f"cache_dir={root / 'cache'}",
+            f"only=[{','.join([*EXPORTABLE, 'logistic'])}]", "progress=false", f"cache_dir={root / 'cache'}",
             "fit.steps=40", "fit.class_epochs=3"])
     folder = root / "sweep" / "0"  # a run inside a sweep-like folder, for --best
     compare(cfg, folder, echo=False)
@@ -49,14 +50,18 @@ def test_the_exported_graph_scores_as_the_agent_does(run: Path, tmp_path: Path, 
     assert parity["topk_agree_up_to_near_ties"] == 1.0
     assert manifest["agent"]["name"] == agent and manifest["items"]["count"] == len(
         json.loads((out / "item_ids.json").read_text()))
-    assert set(manifest["files"]) == {"model.onnx", "item_ids.json"}
+    assert set(manifest["files"]) == {"model.onnx", "item_ids.json", "user_ids.json"}
     # independently: fresh contexts (another seed), the agent reloaded from its folder
     policy = load_policy(run / "agents" / agent / "seed0")
     sim = build_simulator(simulator_spec(__import__("omegaconf").OmegaConf.load(run / "config.yaml"),
                                          progress=False)).sim
     session = ort.InferenceSession(str(out / "model.onnx"))
     names = [i.name for i in session.get_inputs()]
-    for ctx in record_contexts(policy, sim, 256, seed=5):
+    recorded = record_contexts(policy, sim, 256, seed=5)
+    # and users unknown to the fit (ALS folds them in from their history)
+    unknown = [replace(ctx, user_ids=np.full_like(ctx.user_ids, -1)) for ctx in recorded]
+    assert all((ctx.history >= 0).any() for ctx in recorded)
+    for ctx in recorded + unknown:
         got = session.run(None, feeds(ctx, names))[0].astype(np.float64)
         expected = greedy_scores(policy, ctx)
         assert np.abs(got - expected).max() <= PARITY_TOLERANCE
@@ -89,15 +94,15 @@ def test_a_tampered_export_is_refused_and_a_failed_parity_leaves_no_folder(run: 
 def test_what_cannot_be_exported_says_why(run: Path, tmp_path: Path) -> None:
     from shopgym.cli import main
 
-    cases = {("--agent", "als"): "not exportable yet", ("--agent", "linucb"): "log_features=\\[item_knn\\]",
-             ("--agent", "nope"): "was not trained", (): "pass --agent"}
+    cases = {("--agent", "logistic"): "not exportable yet", ("--agent", "nope"): "was not trained",
+             (): "pass --agent"}
     for args, message in cases.items():
         with pytest.raises(Exception, match=message):
             from shopgym.app.export import export
 
             export(run, tmp_path / "x", agent=args[1] if args else None)
     assert not (tmp_path / "x").exists()
-    assert main(["export", str(run), "--agent", "als", "--out", str(tmp_path / "y")]) == 2
+    assert main(["export", str(run), "--agent", "logistic", "--out", str(tmp_path / "y")]) == 2
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
     assert main(["export", str(run), "--agent", "cosine", "--contexts", "10", "--out", str(tmp_path / "y")]) == 2
 
@@ -109,3 +114,16 @@ def test_the_best_agent_of_a_sweep_exports_from_its_best_json(run: Path, tmp_pat
     assert main(["export", str(run.parent), "--best", "--out", str(tmp_path / "best")]) == 0
     assert "exported popularity (seed 0)" in capsys.readouterr().out
     assert json.loads((tmp_path / "best" / "manifest.json").read_text())["agent"]["name"] == "popularity"
+
+
+def test_the_graphs_linear_solve_matches_numpy() -> None:
+    import torch
+
+    from shopgym.app.export_graphs import spd_solve
+
+    rng = np.random.default_rng(0)
+    y, h = rng.standard_normal((200, 32)), rng.standard_normal((8, 5, 32))
+    a = y.T @ y + 0.1 * np.eye(32) + 10.0 * np.einsum("bhf,bhg->bfg", h, h)
+    b = rng.standard_normal((8, 32))
+    x = spd_solve(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    assert np.abs(x - np.linalg.solve(a, b[..., None])[..., 0]).max() < 1e-10

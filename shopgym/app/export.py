@@ -9,6 +9,7 @@ The export folder, written aside and renamed in (it appears complete or not at a
 
 * ``model.onnx``: the agent's greedy scores (:mod:`shopgym.app.export_graphs`), tables inside;
 * ``item_ids.json``: the catalog item ids in graph order (candidate ``i`` of the graph is ``item_ids[i]``);
+* ``user_ids.json``: the user ids the agent was fitted with (input ``user_ids``: a position in it, -1 if absent);
 * ``manifest.json``: versions, the agent and its config, the run and its resolved-config hash, the metrics the
   agent earned, the graph's inputs and output, the encoder, the vocabulary (count and SHA-256), the opset, the
   exploration it ships with, the parity figures, and the SHA-256 of every other file.
@@ -122,7 +123,8 @@ def feeds(ctx: RankingContext, names: list[str]) -> dict[str, np.ndarray]:
     values: dict[str, np.ndarray] = {
         "user": np.asarray(ctx.user, np.float32), "query": np.asarray(ctx.query, np.float32),
         "is_search": np.asarray(ctx.is_search, np.float32), "candidates": np.asarray(ctx.candidates, np.int64),
-        "history": np.asarray(ctx.history, np.int64), "extra": np.asarray(ctx.extra, np.float32)}
+        "history": np.asarray(ctx.history, np.int64), "user_ids": np.asarray(ctx.user_ids, np.int64),
+        "extra": np.asarray(ctx.extra, np.float32)}
     return {name: values[name] for name in names}
 
 
@@ -194,7 +196,8 @@ def export_graph(graph: Any, example: RankingContext, path: Path) -> None:
 
     batch, cands, hist = torch.export.Dim("batch"), torch.export.Dim("candidates"), torch.export.Dim("history")
     axes = {"user": {0: batch}, "query": {0: batch}, "is_search": {0: batch},
-            "candidates": {0: batch, 1: cands}, "history": {0: batch, 1: hist}, "extra": {0: batch, 1: cands}}
+            "candidates": {0: batch, 1: cands}, "history": {0: batch, 1: hist}, "user_ids": {0: batch},
+            "extra": {0: batch, 1: cands}}
     values = feeds(example, [name for name, _, _ in INPUTS])
     args = tuple(torch.from_numpy(values[name]) for name, _, _ in INPUTS)
     import logging
@@ -267,6 +270,9 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
                               f"{parity['topk_agree_up_to_near_ties']:.2%}; nothing was exported")
         ids = [str(i) for i in sim.space.item_ids]
         write_json(ids, tmp / "item_ids.json")
+        user_index = getattr(getattr(sim, "users", None), "user_ids", None)
+        users = [] if user_index is None else [str(u) for u in user_index]
+        write_json(users, tmp / "user_ids.json")
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(tmp / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -290,10 +296,12 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
             "encoder": {"config": encoder, "item_table_sha256": hashlib.sha256(
                 np.ascontiguousarray(sim.space.item_vecs, np.float32).tobytes()).hexdigest()},
             "items": {"count": len(ids), "sha256": sha256(tmp / "item_ids.json")},
+            "users": {"count": len(users), "sha256": sha256(tmp / "user_ids.json"),
+                      "note": "input user_ids: a user's position in user_ids.json, -1 for anyone else"},
             "opset": OPSET,
             "exploration": {"mode": "greedy", "note": "the agent's greedy score; the server adds exploration"},
             "parity": parity,
-            "files": {name: sha256(tmp / name) for name in ("model.onnx", "item_ids.json")},
+            "files": {name: sha256(tmp / name) for name in ("model.onnx", "item_ids.json", "user_ids.json")},
         }
         write_json(manifest, tmp / MANIFEST)
         if out.exists():

@@ -11,6 +11,7 @@ input                     shape, dtype       meaning (:class:`envs.interface.Ran
 ``is_search``             (B,) float32       1 for a search request, else 0
 ``candidates``            (B, N) int64       catalog indices of the candidates
 ``history``               (B, H) int64       catalog indices of the user's recent items, -1 padded
+``user_ids``              (B,) int64         the user's index in the fit's user vocabulary, -1 if unknown
 ``extra``                 (B, N, F) float32  per-candidate features (shown-before flag, popularity)
 ========================  =================  ====================================================
 
@@ -39,7 +40,7 @@ from shopgym.errors import ConfigError
 #: graph inputs, in order, with their rank and dtype
 INPUTS: tuple[tuple[str, int, str], ...] = (
     ("user", 2, "float32"), ("query", 2, "float32"), ("is_search", 1, "float32"), ("candidates", 2, "int64"),
-    ("history", 2, "int64"), ("extra", 3, "float32"))
+    ("history", 2, "int64"), ("user_ids", 1, "int64"), ("extra", 3, "float32"))
 OUTPUT = "scores"
 _TINY = 1e-12
 
@@ -68,7 +69,8 @@ class ScoreGraph(nn.Module):
         return self.item_vecs[candidates]
 
     def forward(self, user: torch.Tensor, query: torch.Tensor, is_search: torch.Tensor, candidates: torch.Tensor,
-                history: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+                history: torch.Tensor, user_ids: torch.Tensor,
+                extra: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Scores (B, N) of the candidates (see the module docstring)."""
         raise NotImplementedError
 
@@ -88,7 +90,7 @@ class CosineGraph(ScoreGraph):
         self.a, self.b = float(agent.user_weight), float(agent.query_weight)
 
     def forward(self, user: torch.Tensor, query: torch.Tensor, is_search: torch.Tensor, candidates: torch.Tensor,
-                history: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+                history: torch.Tensor, user_ids: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         """Scores (B, N)."""
         return cosine(self.vecs(candidates), user, query, self.a, self.b)
 
@@ -104,7 +106,7 @@ class PopularityGraph(ScoreGraph):
         self.register_buffer("item_scores", _const(agent.item_scores))
 
     def forward(self, user: torch.Tensor, query: torch.Tensor, is_search: torch.Tensor, candidates: torch.Tensor,
-                history: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+                history: torch.Tensor, user_ids: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         """Scores (B, N)."""
         return self.item_scores[candidates]
 
@@ -128,7 +130,7 @@ class ItemKNNGraph(ScoreGraph):
         self.fallback = (float(agent.cosine_weight), float(agent.user_weight), float(agent.query_weight))
 
     def forward(self, user: torch.Tensor, query: torch.Tensor, is_search: torch.Tensor, candidates: torch.Tensor,
-                history: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+                history: torch.Tensor, user_ids: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         """Scores (B, N)."""
         scores = _knn_scores(self.similarity, history, candidates)
         weight, a, b = self.fallback
@@ -143,6 +145,75 @@ def _dense_similarity(agent: ItemKNNPolicy, n_items: int) -> np.ndarray:
     if agent.similarity.shape != (n_items, n_items):
         raise ConfigError(f"item_knn's similarity is {agent.similarity.shape}, the catalog has {n_items} items")
     return np.asarray(agent.similarity.toarray(), dtype=np.float32)
+
+
+def spd_solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    r"""(B, f) :math:`x = A^{-1} b` for symmetric positive definite ``a`` (B, f, f), by Gauss-Jordan elimination.
+
+    ONNX has no linear solve; this is f pivot steps of batched rank-1 updates on :math:`[A \mid b]` (a few
+    operations each, so the graph stays small), without pivoting, which is stable for SPD matrices. Run it in
+    float64 for the agents' precision.
+    """
+    f = a.shape[-1]
+    m = torch.cat([a, b[..., None]], dim=2)  # (B, f, f + 1)
+    rows = torch.arange(f, device=a.device)[None, :, None]
+    for j in range(f):
+        pivot = m[:, j:j + 1, :] / m[:, j:j + 1, j:j + 1]  # (B, 1, f + 1)
+        m = torch.where(rows == j, pivot, m - m[:, :, j:j + 1] * pivot)
+    return m[:, :, f]
+
+
+class ALSScores(nn.Module):
+    r""":meth:`agents.cf.ALSPolicy.cf_scores` in float64: :math:`x_u^\top y_i` for every candidate.
+
+    Known users take their fitted factors; unknown ones are folded in from their history (when the policy folds
+    in), as the agent does.
+    """
+
+    user_factors: torch.Tensor
+    item_factors: torch.Tensor
+    gram: torch.Tensor
+
+    def __init__(self, als: ALSPolicy) -> None:
+        super().__init__()
+        assert als.user_factors is not None and als.item_factors is not None
+        y = np.asarray(als.item_factors, dtype=np.float64)
+        self.register_buffer("user_factors", _const(als.user_factors, torch.float64))
+        self.register_buffer("item_factors", _const(y, torch.float64))
+        self.register_buffer("gram", _const(y.T @ y + als.regularization * np.eye(als.factors), torch.float64))
+        self.alpha = float(als.alpha)
+        self.fold_in = bool(als.fold_in)
+
+    def forward(self, user_ids: torch.Tensor, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, N) float64 factor scores."""
+        known = (user_ids >= 0)[:, None]
+        vectors = torch.where(known, self.user_factors[user_ids.clamp_min(0)], torch.zeros_like(self.gram[:1, :]))
+        if self.fold_in:
+            cold = ~(vectors != 0.0).any(dim=1, keepdim=True)
+            valid = (history >= 0)[..., None]
+            yh = torch.where(valid, self.item_factors[history.clamp_min(0)], torch.zeros_like(self.gram[:1, :1]))
+            lhs = self.gram + self.alpha * torch.einsum("bhf,bhg->bfg", yh, yh)
+            rhs = (1.0 + self.alpha) * yh.sum(dim=1)
+            vectors = torch.where(cold, spd_solve(lhs, rhs), vectors)
+        return torch.einsum("bf,bnf->bn", vectors, self.item_factors[candidates])
+
+
+class ALSGraph(ScoreGraph):
+    """:class:`~agents.cf.ALSPolicy`: factor scores plus its cosine fallback."""
+
+    def __init__(self, agent: ALSPolicy, item_vecs: np.ndarray) -> None:
+        super().__init__(item_vecs)
+        self.als = ALSScores(agent)
+        self.fallback = (float(agent.cosine_weight), float(agent.user_weight), float(agent.query_weight))
+
+    def forward(self, user: torch.Tensor, query: torch.Tensor, is_search: torch.Tensor, candidates: torch.Tensor,
+                history: torch.Tensor, user_ids: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Scores (B, N)."""
+        scores = self.als(user_ids, history, candidates)
+        weight, a, b = self.fallback
+        if weight != 0.0:
+            scores = scores + weight * cosine(self.vecs(candidates), user, query, a, b).to(torch.float64)
+        return scores.to(torch.float32)
 
 
 class FeatureGraph(nn.Module):
@@ -187,7 +258,7 @@ class LinearBanditGraph(ScoreGraph):
     r"""The linear bandits' greedy score :math:`\theta^\top x + \hat\beta_i` (epsilon-greedy, LinUCB, linear TS).
 
     ``x`` = the candidate features, then the log-fitted columns (item-kNN score / history length; ALS
-    :math:`x_u^\top y_i` needs user factors and fold-in: refused for now).
+    :math:`x_u^\top y_i`, :class:`ALSScores`; 0 for a model the logs could not fit).
     """
 
     similarity: torch.Tensor
@@ -211,9 +282,8 @@ class LinearBanditGraph(ScoreGraph):
                 self.log_names.append("item_knn")
             else:
                 assert isinstance(model, ALSPolicy)
-                raise ConfigError(f"{agent.name}: its 'als' log feature (fitted on these logs) is not exportable yet "
-                                  "(fold-in of new users); train with "
-                                  f"agents.{agent.name}.log_features=[item_knn] to export it")
+                self.als = ALSScores(model)
+                self.log_names.append("als")
         self.register_buffer("theta", _const(agent.model.theta))
         n = len(item_vecs)
         bias = np.zeros(n, dtype=np.float64)
@@ -224,7 +294,7 @@ class LinearBanditGraph(ScoreGraph):
         self.register_buffer("item_bias", _const(bias))
 
     def forward(self, user: torch.Tensor, query: torch.Tensor, is_search: torch.Tensor, candidates: torch.Tensor,
-                history: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+                history: torch.Tensor, user_ids: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         """Scores (B, N)."""
         vecs = self.vecs(candidates)
         x = self.features(vecs, user, query, is_search, extra)
@@ -233,6 +303,8 @@ class LinearBanditGraph(ScoreGraph):
             if name == "item_knn":
                 n_hist = (history >= 0).sum(dim=1).clamp_min(1).to(x.dtype)[:, None]
                 columns.append((_knn_scores(self.similarity, history, candidates) / n_hist)[..., None])
+            elif name == "als":
+                columns.append(self.als(user_ids, history, candidates).to(x.dtype)[..., None])
             else:
                 columns.append(torch.zeros_like(x[..., :1]))
         if columns:
@@ -249,11 +321,12 @@ def graph_for(agent: RankingPolicy, item_vecs: np.ndarray) -> ScoreGraph:
     if isinstance(agent, _CFBase) and not agent.is_fitted:
         raise ConfigError(f"{agent.name} was never fitted on logs: nothing to export")
     builders: list[tuple[type, Any]] = [(CosinePolicy, CosineGraph), (PopularityPolicy, PopularityGraph),
-                                        (ItemKNNPolicy, ItemKNNGraph), (LinearBandit, LinearBanditGraph)]
+                                        (ItemKNNPolicy, ItemKNNGraph), (ALSPolicy, ALSGraph),
+                                        (LinearBandit, LinearBanditGraph)]
     for cls, build in builders:
         if isinstance(agent, cls):
             graph = build(agent, np.asarray(item_vecs, dtype=np.float32))
             graph.eval()
             return graph
-    exportable = ["cosine", "popularity", "item_knn", "epsilon_greedy", "linucb", "lin_ts"]
+    exportable = ["cosine", "popularity", "item_knn", "als", "epsilon_greedy", "linucb", "lin_ts"]
     raise ConfigError(f"{type(agent).__name__} ({agent.name}) is not exportable yet; exportable: {exportable}")
