@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-EXPORTABLE = ["cosine", "popularity", "item_knn", "als", "linucb", "linucb_knn", "lin_ts", "epsilon_greedy"]
+EXPORTABLE = ["cosine", "popularity", "item_knn", "als", "linucb", "linucb_knn", "lin_ts", "epsilon_greedy",
+              "neural_linear", "logistic", "ppo"]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def run(tmp_path_factory) -> Path:
         cfg = compose(config_name="compare", overrides=[
             "experiment=quick", "backend=fitted", "truth=false", "bootstrap=0", "steps=6", "seeds=[0]",
             "+agent@agents.linucb_knn=linucb", "agents.linucb_knn.log_features=[item_knn]", *knn_only,
-            f"only=[{','.join([*EXPORTABLE, 'logistic'])}]", "progress=false", f"cache_dir={root / 'cache'}",
+            f"only=[{','.join([*EXPORTABLE, 'random'])}]", "progress=false", f"cache_dir={root / 'cache'}",
             "fit.steps=40", "fit.class_epochs=3"])
     folder = root / "sweep" / "0"  # a run inside a sweep-like folder, for --best
     compare(cfg, folder, echo=False)
@@ -94,7 +95,7 @@ def test_a_tampered_export_is_refused_and_a_failed_parity_leaves_no_folder(run: 
 def test_what_cannot_be_exported_says_why(run: Path, tmp_path: Path) -> None:
     from shopgym.cli import main
 
-    cases = {("--agent", "logistic"): "not exportable yet", ("--agent", "nope"): "was not trained",
+    cases = {("--agent", "random"): "not exportable yet", ("--agent", "nope"): "was not trained",
              (): "pass --agent"}
     for args, message in cases.items():
         with pytest.raises(Exception, match=message):
@@ -102,7 +103,7 @@ def test_what_cannot_be_exported_says_why(run: Path, tmp_path: Path) -> None:
 
             export(run, tmp_path / "x", agent=args[1] if args else None)
     assert not (tmp_path / "x").exists()
-    assert main(["export", str(run), "--agent", "logistic", "--out", str(tmp_path / "y")]) == 2
+    assert main(["export", str(run), "--agent", "random", "--out", str(tmp_path / "y")]) == 2
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
     assert main(["export", str(run), "--agent", "cosine", "--contexts", "10", "--out", str(tmp_path / "y")]) == 2
 

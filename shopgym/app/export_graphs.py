@@ -267,8 +267,14 @@ class LinearBanditGraph(ScoreGraph):
 
     def __init__(self, agent: LinearBandit, item_vecs: np.ndarray) -> None:
         super().__init__(item_vecs)
-        if type(agent).__mro__[0] is NeuralLinearRanker or isinstance(agent, NeuralLinearRanker):
-            raise ConfigError("neural_linear is not exportable yet (its learned representation is not in the graph)")
+        self.body: nn.Module | None = None
+        self.skip = True
+        if isinstance(agent, NeuralLinearRanker):  # the learned representation phi, then the linear posterior
+            import copy
+
+            assert agent.body is not None, "a built neural-linear agent has a body"
+            self.body = copy.deepcopy(agent.body).float().eval()
+            self.skip = bool(agent.skip)
         if agent.model is None:
             raise ConfigError(f"{agent.name} has not learned anything yet (no model): train it first")
         self.features = FeatureGraph(agent.features)
@@ -309,7 +315,52 @@ class LinearBanditGraph(ScoreGraph):
                 columns.append(torch.zeros_like(x[..., :1]))
         if columns:
             x = torch.cat([x, *columns], dim=2)
+        if self.body is not None:  # neural-linear: z = [x, phi(x)] (skip) or [phi(x), 1]
+            hidden = self.body(x)
+            x = torch.cat([x, hidden], dim=2) if self.skip else torch.cat([hidden, torch.ones_like(x[..., :1])], dim=2)
         return x @ self.theta + self.item_bias[candidates]
+
+
+class LogisticGraph(ScoreGraph):
+    r""":class:`~agents.logistic.OnlineLogisticRanker`: the logit :math:`w^\top x` of the candidate features."""
+
+    weights: torch.Tensor
+
+    def __init__(self, agent: Any, item_vecs: np.ndarray) -> None:
+        super().__init__(item_vecs)
+        if agent.weights is None:
+            raise ConfigError(f"{agent.name} has not learned anything yet (no weights): train it first")
+        self.features = FeatureGraph(agent.features)
+        self.register_buffer("weights", _const(agent.weights))
+
+    def forward(self, user: torch.Tensor, query: torch.Tensor, is_search: torch.Tensor, candidates: torch.Tensor,
+                history: torch.Tensor, user_ids: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Scores (B, N)."""
+        return self.features(self.vecs(candidates), user, query, is_search, extra) @ self.weights
+
+
+class PPOGraph(ScoreGraph):
+    """:class:`~agents.ppo.PPORanker`: the actor's Plackett-Luce logits of the env's flat observation."""
+
+    def __init__(self, agent: Any, item_vecs: np.ndarray) -> None:
+        super().__init__(item_vecs)
+        import copy
+
+        if agent.policy is None:
+            raise ConfigError(f"{agent.name} was never trained: nothing to export")
+        self.policy = copy.deepcopy(agent.policy).float().eval()
+
+    def forward(self, user: torch.Tensor, query: torch.Tensor, is_search: torch.Tensor, candidates: torch.Tensor,
+                history: torch.Tensor, user_ids: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Scores (B, N): the actor on the parts of :func:`agents.ppo.encoder.observation_from_context`.
+
+        The parts go to the encoder directly (clipped to [-1, 1] as the flat observation is), so the number of
+        candidates stays a dynamic axis instead of being read back from a flat width.
+        """
+        parts = [user, query, is_search, self.vecs(candidates), extra]
+        user, query, is_search, cand, extra = (p.clamp(-1.0, 1.0) for p in parts)
+        encoder = self.policy.encoder
+        return self.policy.logits_from_embeddings(encoder.encode_parts(user, query, is_search, cand, extra))
 
 
 def graph_for(agent: RankingPolicy, item_vecs: np.ndarray) -> ScoreGraph:
@@ -320,13 +371,18 @@ def graph_for(agent: RankingPolicy, item_vecs: np.ndarray) -> ScoreGraph:
     """
     if isinstance(agent, _CFBase) and not agent.is_fitted:
         raise ConfigError(f"{agent.name} was never fitted on logs: nothing to export")
+    from agents.logistic import OnlineLogisticRanker
+    from agents.ppo import PPORanker
+
     builders: list[tuple[type, Any]] = [(CosinePolicy, CosineGraph), (PopularityPolicy, PopularityGraph),
                                         (ItemKNNPolicy, ItemKNNGraph), (ALSPolicy, ALSGraph),
-                                        (LinearBandit, LinearBanditGraph)]
+                                        (LinearBandit, LinearBanditGraph), (OnlineLogisticRanker, LogisticGraph),
+                                        (PPORanker, PPOGraph)]
     for cls, build in builders:
         if isinstance(agent, cls):
             graph = build(agent, np.asarray(item_vecs, dtype=np.float32))
             graph.eval()
             return graph
-    exportable = ["cosine", "popularity", "item_knn", "als", "epsilon_greedy", "linucb", "lin_ts"]
+    exportable = ["cosine", "popularity", "item_knn", "als", "epsilon_greedy", "linucb", "lin_ts", "neural_linear",
+                  "logistic", "ppo"]
     raise ConfigError(f"{type(agent).__name__} ({agent.name}) is not exportable yet; exportable: {exportable}")

@@ -16,8 +16,9 @@ def register(commands: Any) -> None:
         "and outputs, the encoder, checksums). Before anything is written, ONNX Runtime is checked against the "
         "agent on >= 1,000 request contexts recorded from the simulator it was trained in: scores within 1e-5 "
         "and the same top-K orders (up to near-ties), or the export fails and leaves no folder. Exportable: "
-        "cosine, popularity, item_knn, epsilon_greedy, linucb, lin_ts (the linear bandits ship their posterior "
-        "mean; the server adds exploration).",
+        "cosine, popularity, item_knn, als, epsilon_greedy, linucb, lin_ts, neural_linear (the bandits ship "
+        "their posterior mean), logistic (its logit) and ppo (its actor's logits); exploration is added at serving "
+        "time.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n"
         "  shopgym export outputs/compare/RUN --agent linucb --out exports/linucb\n"
