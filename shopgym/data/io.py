@@ -45,7 +45,7 @@ def table_suffix(path: Path) -> str:
 
 
 def read_table(path: str | Path, *, id_columns: Iterable[str] = STRING_COLUMNS) -> pd.DataFrame:
-    """Read one Parquet or (gzipped) CSV table.
+    """Read one Parquet or (gzipped) CSV table, or a folder of Parquet parts (:func:`read_parts`).
 
     Id columns (and the items' ``text``) are read as strings so that ``"007"`` stays ``"007"``, ids compare
     equal across files of different formats, and a title such as ``3310`` stays text.
@@ -61,6 +61,8 @@ def read_table(path: str | Path, *, id_columns: Iterable[str] = STRING_COLUMNS) 
         DataFormatError: the file is missing, empty, truncated, not a table, or has no rows.
     """
     path = Path(path)
+    if path.is_dir():
+        return read_parts(path, id_columns=id_columns)
     if not path.is_file():
         raise DataFormatError(str(path), "file not found", hint="check the path")
     suffix = table_suffix(path)
@@ -94,6 +96,32 @@ def read_table(path: str | Path, *, id_columns: Iterable[str] = STRING_COLUMNS) 
     if len(frame) == 0:
         raise DataFormatError(str(path), "the table has a header but no rows", hint="check the export")
     return frame.reset_index(drop=True)
+
+
+def read_parts(folder: Path, *, id_columns: Iterable[str] = STRING_COLUMNS) -> pd.DataFrame:
+    """A table kept as a folder of ``part-*.parquet`` files (e.g. a server's log): the parts in name order, stacked.
+
+    Only published parts are read (a writer publishes each part by renaming a finished temporary file, so a
+    killed writer leaves at most a hidden temporary file, which is ignored). Row numbers in later messages count
+    the stacked rows.
+
+    Raises:
+        DataFormatError: no part, or a part that is not a readable table (named).
+    """
+    parts = table_parts(folder)
+    if not parts:
+        raise DataFormatError(str(folder), f"no {PART_PREFIX}*{PART_SUFFIX} file in the table folder",
+                              hint="a table folder holds the Parquet parts of one table")
+    frames = [read_table(part, id_columns=id_columns) for part in parts]
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_part(frame: pd.DataFrame, folder: Path, sequence: int) -> Path:
+    """Publish ``frame`` as ``folder/part-<sequence>.parquet`` (written aside, then renamed: whole or absent)."""
+    path = folder / f"{PART_PREFIX}{sequence:010d}{PART_SUFFIX}"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return path
 
 
 #: what a file's first bytes say it is
@@ -175,13 +203,30 @@ def _ids_to_string(series: pd.Series) -> pd.Series:
     return series.astype("string")
 
 
+#: the files of a table kept in parts (a folder ``<stem>/``): ``part-<sequence>.parquet``, read in name order
+PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
+
+
+def table_parts(folder: Path) -> list[Path]:
+    """The published parts of a table folder, in name order (temporary and hidden files are not parts)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith(PART_PREFIX)
+                  and p.name.endswith(PART_SUFFIX))
+
+
 def find_table(directory: Path, stem: str) -> Path:
-    """Find ``directory/stem.{parquet,csv,csv.gz}``; raise if none or several exist."""
+    """Find ``directory/stem.{parquet,csv,csv.gz}``, or a folder ``directory/stem/`` of Parquet parts.
+
+    Raises:
+        DataFormatError: none or several found.
+    """
     found = [directory / f"{stem}{s}" for s in SUFFIXES if (directory / f"{stem}{s}").is_file()]
+    if (directory / stem).is_dir():
+        found.append(directory / stem)
     if not found:
         raise DataFormatError(
             str(directory),
-            f"no '{stem}' table found (looked for {', '.join(stem + s for s in SUFFIXES)})",
+            f"no '{stem}' table found (looked for {', '.join(stem + s for s in SUFFIXES)}, or a folder {stem}/ "
+            "of part-*.parquet files)",
             hint="a logged dataset is a folder holding items.* and interactions.* tables",
         )
     if len(found) > 1:
