@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -36,7 +33,7 @@ import pandas as pd
 from envs.fitted import FitConfig, ResponseModel, fit_response_model
 from envs.space import ItemSpace
 from shopgym.data import LoggedData
-from shopgym.data.io import current_umask
+from shopgym.data.io import atomic_folder
 from shopgym.errors import ConfigError
 
 #: bumped whenever a change to the fitting code or the saved format makes older fits stale
@@ -152,27 +149,12 @@ def save_fitted(model: ResponseModel, fingerprint: Fingerprint, folder: str | Pa
         ConfigError: ``folder`` exists and is not a fitted model folder (nothing is overwritten).
     """
     target = check_model_target(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
+    with atomic_folder(target) as tmp:
         model.save(tmp)
         for name, content in (extra or {}).items():
             (tmp / name).write_text(content, encoding="utf-8")
         text = json.dumps(asdict(fingerprint), indent=2, sort_keys=True, default=str)
         (tmp / FINGERPRINT_FILE).write_text(text + "\n", encoding="utf-8")  # the completion marker: last
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's folder is private (0o700)
-        for written in tmp.iterdir():
-            os.chmod(written, 0o666 & ~current_umask())
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.{os.getpid()}.old")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -89,7 +89,7 @@ def test_a_tampered_export_is_refused_and_a_failed_parity_leaves_no_folder(run: 
     monkeypatch.setattr(export_module, "PARITY_TOLERANCE", 0.0)  # no float32 graph can pass that
     with pytest.raises(ConfigError, match="parity failed"):
         export(run, tmp_path / "strict", agent="item_knn")
-    assert not (tmp_path / "strict").exists() and not list(tmp_path.glob(".strict-*"))
+    assert not (tmp_path / "strict").exists() and not list(tmp_path.glob(".strict*"))
 
 
 def test_what_cannot_be_exported_says_why(run: Path, tmp_path: Path) -> None:

@@ -442,24 +442,16 @@ def agent_folder(name: str, seed: int) -> str:
 def save_trained(agent: RankingPolicy, folder: Path) -> Path | None:
     """Save a trained agent (``policy.json`` + ``state.safetensors``); None for the world's own reference policies.
 
-    The files are written into a folder aside and renamed in, so ``folder`` is either complete or absent.
+    The files are written into a folder aside and renamed in (:func:`shopgym.data.io.atomic_folder`), so
+    ``folder`` is either complete or absent.
     """
-    import os
-    import shutil
-    import tempfile
-
     from agents.reference import WorldReferencePolicy
+    from shopgym.data.io import atomic_folder
 
     if isinstance(agent, WorldReferencePolicy):
         return None  # the logging policy and the oracle are the world's, rebuilt from it, never trained
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         agent.save(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

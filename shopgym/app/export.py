@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +35,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from agents.base import RankingContext, RankingPolicy, load_policy
-from shopgym.data.io import write_json
+from shopgym.data.io import atomic_folder, write_json
 from shopgym.errors import ConfigError
 
 #: the export folder's format
@@ -153,16 +150,14 @@ def orders_agree(got: np.ndarray, expected: np.ndarray, k: int, tolerance: float
     return ((mine == theirs) | (gap <= tolerance)).all(axis=1)
 
 
-def check_parity(agent: RankingPolicy, model_path: Path, contexts: list[RankingContext], k: int) -> dict[str, Any]:
-    """ONNX Runtime vs ``agent.score`` on ``contexts``: the figures for the manifest.
+def check_parity(agent: RankingPolicy, session: Any, contexts: list[RankingContext], k: int) -> dict[str, Any]:
+    """An ONNX Runtime ``session`` vs the agent's :func:`greedy_scores` on ``contexts``: the manifest's figures.
 
     Returns:
         ``contexts`` (requests compared), ``max_abs_diff``, ``topk_identical`` (share of requests whose top-``k``
-        orders match), ``k``, ``passed`` and ``seconds`` (ONNX Runtime's total inference time).
+        orders match), ``topk_agree_up_to_near_ties`` (:func:`orders_agree`), ``k``, ``tolerance``, ``passed``
+        and ``onnxruntime_seconds`` (ONNX Runtime's total inference time).
     """
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     worst, same, agree, total, seconds = 0.0, 0, 0, 0, 0.0
     for ctx in contexts:
@@ -206,18 +201,20 @@ def export_graph(graph: Any, example: RankingContext, path: Path) -> None:
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the exporter's notes (no torchvision ops, merged axis names)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(graph, args, dynamo=True, input_names=[n for n, _, _ in INPUTS],
-                                    output_names=[OUTPUT], dynamic_shapes=tuple(axes[n] for n, _, _ in INPUTS),
-                                    opset_version=OPSET, verbose=False)
-    quiet.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(graph, args, dynamo=True, input_names=[n for n, _, _ in INPUTS],
+                                        output_names=[OUTPUT], dynamic_shapes=tuple(axes[n] for n, _, _ in INPUTS),
+                                        opset_version=OPSET, verbose=False)
+    finally:
+        quiet.setLevel(level)
     assert program is not None
     program.save(str(path))
 
 
-def run_metrics(source: ExportSource) -> dict[str, float]:
-    """What the agent earned in its run (its seed's row of ``runs.csv``; the mean over seeds of ``results.csv``)."""
+def earned_metrics(source: ExportSource) -> dict[str, float]:
+    """What the agent earned in its run: its seed's row of the run's ``runs.csv`` (``seed_<metric>``)."""
     import pandas as pd
 
     out: dict[str, float] = {}
@@ -239,10 +236,12 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
         ConfigError: a bad source, an agent that cannot be exported, an existing ``out`` (without ``force``),
             or failed parity (nothing is written then).
     """
+    import onnxruntime as ort
+
     from shopgym import __version__
-    from shopgym.app.compare import essential_config
     from shopgym.app.config import simulator_spec
     from shopgym.app.export_graphs import INPUTS, OUTPUT, graph_for
+    from shopgym.app.sweep import config_key
 
     out = Path(out)
     if out.exists() and not force:
@@ -258,11 +257,10 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
     k = int(sim.config.slate_size)
     graph = graph_for(policy, sim.space.item_vecs)
     recorded = record_contexts(policy, sim, contexts)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         export_graph(graph, recorded[0], tmp / "model.onnx")
-        parity = check_parity(policy, tmp / "model.onnx", recorded, k)
+        session = ort.InferenceSession(str(tmp / "model.onnx"), providers=["CPUExecutionProvider"])
+        parity = check_parity(policy, session, recorded, k)
         if not parity["passed"]:
             raise ConfigError(f"parity failed: ONNX Runtime vs {source.agent} on {parity['contexts']} contexts: max "
                               f"|difference| {parity['max_abs_diff']:.3g} (tolerance {PARITY_TOLERANCE}), top-{k} "
@@ -273,12 +271,8 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
         user_index = getattr(getattr(sim, "users", None), "user_ids", None)
         users = [] if user_index is None else [str(u) for u in user_index]
         write_json(users, tmp / "user_ids.json")
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(tmp / "model.onnx"), providers=["CPUExecutionProvider"])
+        files = {name: sha256(tmp / name) for name in ("model.onnx", "item_ids.json", "user_ids.json")}
         declared = {i.name for i in session.get_inputs()}
-        cfg_hash = hashlib.sha256(json.dumps(essential_config(source.config), sort_keys=True, default=str)
-                                  .encode()).hexdigest()
         header = json.loads((source.agent_folder / "policy.json").read_text(encoding="utf-8"))
         encoder = OmegaConf.to_container(source.config.get("encoder"), resolve=True) \
             if isinstance(source.config.get("encoder"), DictConfig) else source.config.get("encoder")
@@ -286,29 +280,24 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
             "format": EXPORT_FORMAT, "shopgym_version": __version__, "created": time.time(),
             "agent": {"name": source.agent, "class": header["class"], "config": header.get("config", {}),
                       "seed": source.seed, "folder": str(source.agent_folder)},
-            "run": {"folder": str(source.run_folder), "config_sha256": cfg_hash,
+            "run": {"folder": str(source.run_folder), "config_sha256": config_key(source.config),
                     "data": str(source.config.data.kind), "backend": str(source.config.backend)},
-            "metrics": run_metrics(source),
+            "metrics": earned_metrics(source),
             "inputs": [{"name": name, "rank": rank, "dtype": dtype} for name, rank, dtype in INPUTS
                        if name in declared],
             "output": {"name": OUTPUT, "shape": ["batch", "candidates"], "dtype": "float32"},
             "dims": {"embedding": int(sim.space.dim), "extra": int(recorded[0].extra.shape[2]), "slate_size": k},
             "encoder": {"config": encoder, "item_table_sha256": hashlib.sha256(
                 np.ascontiguousarray(sim.space.item_vecs, np.float32).tobytes()).hexdigest()},
-            "items": {"count": len(ids), "sha256": sha256(tmp / "item_ids.json")},
-            "users": {"count": len(users), "sha256": sha256(tmp / "user_ids.json"),
+            "items": {"count": len(ids), "sha256": files["item_ids.json"]},
+            "users": {"count": len(users), "sha256": files["user_ids.json"],
                       "note": "input user_ids: a user's position in user_ids.json, -1 for anyone else"},
             "opset": OPSET,
             "exploration": {"mode": "greedy", "note": "the agent's greedy score; the server adds exploration"},
             "parity": parity,
-            "files": {name: sha256(tmp / name) for name in ("model.onnx", "item_ids.json", "user_ids.json")},
+            "files": files,
         }
         write_json(manifest, tmp / MANIFEST)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -45,7 +45,7 @@ class SweepJob:
             (running, or killed before it finished).
         runs: its ``runs.csv`` (one row per agent and seed) when done, else None.
         record: its ``job.json`` (None for a job that never started its record).
-        last_log: the last non-empty line of its ``compare.log`` ("" when none).
+        last_log: the last non-empty line of its ``compare.log`` ("" when none, and for a done job).
     """
 
     name: str
@@ -90,7 +90,7 @@ def read_sweep(folder: str | Path) -> list[SweepJob]:
             else "unfinished"
         log = sub / "compare.log"
         lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()] \
-            if log.is_file() else []
+            if status != DONE and log.is_file() else []  # the tables show it for jobs that did not finish
         jobs.append(SweepJob(sub.name, sub, overrides, status, pd.read_csv(runs_file) if finished else None,
                              record, lines[-1] if lines else ""))
     if not jobs:

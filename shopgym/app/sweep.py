@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from shopgym.data.io import write_json
+from shopgym.data.io import atomic_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +198,6 @@ def write_hparams(out: Path, overrides: Sequence[str], table: pd.DataFrame) -> P
     :data:`HPARAM_METRICS` found in ``table``, plus ``headline`` (the best agent's simulated cumulative reward).
     ``tensorboard --logdir SWEEP_DIR`` then shows every job in the HPARAMS tab (table and parallel coordinates).
     """
-    import shutil
-    import tempfile
-
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
@@ -211,17 +208,14 @@ def write_hparams(out: Path, overrides: Sequence[str], table: pd.DataFrame) -> P
                 metrics[f"{row['agent']}/{column}"] = float(row[column])
     params = hparams_of(overrides) or {"config": "base"}
     final = out / HPARAMS_DIR
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".hparams-", dir=final.parent))
-    writer = SummaryWriter(str(tmp))
-    try:
-        experiment, start, end = hparams(params, metrics)
-        for summary in (experiment, start, end):
-            writer._get_file_writer().add_summary(summary)
-        for name, value in metrics.items():
-            writer.add_scalar(name, value)
-    finally:
-        writer.close()
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_folder(final) as tmp:
+        writer = SummaryWriter(str(tmp))
+        try:
+            experiment, start, end = hparams(params, metrics)
+            for summary in (experiment, start, end):
+                writer._get_file_writer().add_summary(summary)
+            for name, value in metrics.items():
+                writer.add_scalar(name, value)
+        finally:
+            writer.close()
     return final

@@ -64,6 +64,7 @@ class SweepMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._parallel = 1
+        self._durations: list[float] = []
         self._drawn = False
         self.counts: dict[str, int] = {DONE: 0, RUNNING: 0, FAILED: 0, STOPPED: 0}
 
@@ -93,10 +94,9 @@ class SweepMonitor:
         finished = c[DONE] + c[FAILED] + c[STOPPED]
         total = "?" if self.total is None else str(self.total)
         eta = "?"
-        durations = getattr(self, "_durations", [])
-        if self.total is not None and durations:
+        if self.total is not None and self._durations:
             rest = max(self.total - finished, 0)
-            eta = _clock(rest * (sum(durations) / len(durations)) / max(self._parallel, 1))
+            eta = _clock(rest * (sum(self._durations) / len(self._durations)) / max(self._parallel, 1))
         stopped = f", {c[STOPPED]} stopped early" if c[STOPPED] else ""
         return (f"sweep: {c[DONE]}/{total} jobs done, {c[RUNNING]} running, {c[FAILED]} failed{stopped} "
                 f"[{_clock(time.time() - self.started)} elapsed, ETA {eta}]")
@@ -199,9 +199,9 @@ def prepare_local_ray(config: DictConfig, folder: Path) -> Path | None:
     return Path(temp)
 
 
-def _launcher_name(config: DictConfig) -> str:
-    """The launcher's short name (``basic``, ``joblib``, ``ray``...) from its ``_target_``."""
-    target = str(config.hydra.launcher.get("_target_", ""))
+def launcher_name(launcher: Any) -> str:
+    """The short name (``basic``, ``joblib``, ``ray``...) of a Hydra launcher node, from its ``_target_``."""
+    target = str(launcher.get("_target_", ""))
     for name in ("joblib", "ray", "basic"):
         if name in target.lower():
             return name
@@ -276,10 +276,11 @@ class SweepProgress(Callback):
         params = OmegaConf.to_container(params) if params is not None else None
         total = count_jobs(list(config.hydra.overrides.task), params)  # type: ignore[arg-type]
         self._quiet = _LauncherLogToFile(folder / "sweep.log")
-        if _launcher_name(config) == "ray":
+        launcher = launcher_name(config.hydra.launcher)
+        if launcher == "ray":
             prepare_local_ray(config, folder)
         print(f"sweep: {total if total is not None else 'an unknown number of'} jobs into {folder} (launcher "
-              f"{_launcher_name(config)}; its log: {folder / 'sweep.log'})", file=sys.stderr)
+              f"{launcher}; its log: {folder / 'sweep.log'})", file=sys.stderr)
         self._monitor = SweepMonitor(folder, total, self.interval).start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

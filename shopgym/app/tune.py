@@ -46,14 +46,13 @@ class SearchSpace:
     """The overrides of a tune sweep, split into what is searched and what is fixed.
 
     Attributes:
-        params: key -> a Ray Tune domain (``tune.choice``, ``tune.uniform``, ``tune.loguniform``, ``tune.randint``).
+        params: key -> a Ray Tune domain (``tune.choice`` over the options' override texts, ``tune.uniform``,
+            ``tune.loguniform``, ``tune.randint``).
         fixed: the other overrides, as given (``key=value``).
-        texts: key -> the text of each categorical option, so a sampled option is written back as given.
     """
 
     params: dict[str, Any]
     fixed: tuple[str, ...]
-    texts: dict[str, dict[str, str]]
 
 
 def override_text(value: Any) -> str:
@@ -90,7 +89,6 @@ def search_space(overrides: Sequence[str], params: dict[str, str] | None = None)
         by_key[override.get_key_element()] = (override, text)
     space: dict[str, Any] = {}
     fixed: list[str] = []
-    texts: dict[str, dict[str, str]] = {}
     for key, (override, text) in by_key.items():
         if not override.is_sweep_override():
             fixed.append(text)
@@ -106,23 +104,18 @@ def search_space(overrides: Sequence[str], params: dict[str, str] | None = None)
             else:
                 space[key] = tune.uniform(lo, hi)
         elif isinstance(value, (ChoiceSweep, RangeSweep)):
-            options = [override_text(v) for v in override.sweep_iterator()]
-            texts[key] = {o: o for o in options}
-            space[key] = tune.choice(options)
+            space[key] = tune.choice([override_text(v) for v in override.sweep_iterator()])
         else:  # a glob: not a search space
             raise ConfigError(f"{text}: not a search space (use a,b,c, choice(...), range(...) or interval(lo,hi))")
     if not space:
         raise ConfigError("no search space: give swept keys, e.g. sweep=linucb_tune or "
                           "'agents.linucb.alpha=tag(log,interval(0.01,5))'")
-    return SearchSpace(space, tuple(fixed), texts)
+    return SearchSpace(space, tuple(fixed))
 
 
 def trial_overrides(space: SearchSpace, sampled: dict[str, Any]) -> list[str]:
     """The overrides of one trial: the fixed ones, then each searched key at its sampled value."""
-    out = list(space.fixed)
-    for key, value in sampled.items():
-        out.append(f"{key}={value if isinstance(value, str) else repr(value) if isinstance(value, float) else value}")
-    return out
+    return [*space.fixed, *(f"{key}={value}" for key, value in sampled.items())]
 
 
 def _trial(config: dict[str, Any], *, space: SearchSpace, folder: str, steps_per_report: int, cwd: str) -> None:

@@ -56,10 +56,10 @@ def run(cfg: DictConfig) -> float:
     out = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         from shopgym.app.sweep import in_folder, run_sweep_job
+        from shopgym.app.sweep_progress import launcher_name
 
         in_folder(hydra_cfg.runtime.cwd)  # a worker of a Ray or joblib launcher: relative paths as typed
-
-        parallel_launcher = "basic_launcher" not in str(hydra_cfg.launcher.get("_target_", ""))
+        parallel_launcher = launcher_name(hydra_cfg.launcher) != "basic"
         with open_dict(cfg):
             cfg.progress = False  # speed-only, like jobs: not part of the job's key
             if parallel_launcher and cfg.get("jobs") is None:

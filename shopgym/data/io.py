@@ -6,9 +6,11 @@ import codecs
 import gzip
 import json
 import os
+import shutil
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +285,35 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Build a folder aside and publish it as ``target`` with one rename.
+
+    Yields a new hidden temporary folder beside ``target`` to write into. When the block ends normally, the
+    folder and the files directly in it get the user's normal permissions (``mkdtemp`` makes a private folder),
+    an existing ``target`` is moved aside, the new folder is renamed onto ``target`` and the old one removed.
+    When the block raises, the temporary folder is removed and ``target`` is left as it was.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())
+        for written in tmp.iterdir():
+            if written.is_file():
+                os.chmod(written, 0o666 & ~current_umask())
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.{os.getpid()}.old")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
