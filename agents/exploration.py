@@ -3,9 +3,9 @@ r"""Randomised rankings with the probabilities OPE needs: uniform, epsilon-mixed
 Every function here is vectorised over the batch; shapes use ``B`` requests, ``N`` candidates and ``K``
 slots.
 
-Exact propensities (the same formulas as the synthetic world's logging policy,
-``envs/synthetic/logging_policy.py``): a uniformly random ranking of ``K`` of ``N`` candidates puts any
-given candidate at any given slot with probability :math:`1/N` and shows any given ranking with
+Exact propensities (:func:`shopgym.numeric.epsilon_mixture_propensities`; the same formulas as the synthetic
+world's logging policy, ``envs/synthetic/logging_policy.py``): a uniformly random ranking of ``K`` of ``N``
+candidates puts any given candidate at any given slot with probability :math:`1/N` and shows any given ranking with
 probability :math:`(N-K)!/N!`. Mixing it with a greedy ranking :math:`\sigma^g` with weight
 :math:`\epsilon` gives
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.base import Ranking, deterministic_topk
-from shopgym.numeric import uniform_ranking_probability, uniform_rankings
+from shopgym.numeric import epsilon_mixture_propensities, uniform_ranking_probability, uniform_rankings
 
 
 def uniform_ranking(rng: np.random.Generator, b: int, n: int, k: int) -> Ranking:
@@ -48,9 +48,7 @@ def epsilon_greedy_ranking(scores: np.ndarray, k: int, epsilon: float, rng: np.r
     explore = np.asarray(rng.random(b) < epsilon)
     random_slots = uniform_rankings(rng, b, n, k)
     slots = np.where(explore[:, None], random_slots, greedy)
-    propensity = np.where(slots == greedy, 1.0 - epsilon, 0.0) + epsilon / n
-    slate = np.where((slots == greedy).all(axis=1), 1.0 - epsilon, 0.0) + epsilon * uniform_ranking_probability(n, k)
-    return Ranking(slots, propensity, slate)
+    return Ranking(slots, *epsilon_mixture_propensities(slots, greedy, epsilon, n))
 
 
 def topk_of_samples(sample_scores: np.ndarray, k: int) -> np.ndarray:

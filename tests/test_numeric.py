@@ -10,9 +10,12 @@ from scipy.special import expit, softmax
 
 from shopgym.errors import ConfigError
 from shopgym.numeric import (
+    epsilon_mixture_propensities,
     logistic_newton,
     plackett_luce_log_prob,
+    plackett_luce_marginals,
     plackett_luce_sample,
+    poisson_binomial_head,
     principal_directions,
     topk,
     uniform_ranking_probability,
@@ -175,3 +178,76 @@ def test_principal_directions_sign_and_rank_cap() -> None:
     assert principal_directions(x, 0).shape == (0, 6)
     with pytest.raises(ConfigError, match="`rank` must be >= 0, got -1"):
         principal_directions(x, -1)
+
+
+# ---------------------------------------------------------------- exact Plackett-Luce per-slot propensities
+def _enumerated_marginals(logits: np.ndarray, k: int) -> np.ndarray:
+    """(N, K) P(item at slot) by summing the probability of every ranking of k of N (small N only)."""
+    n = logits.shape[0]
+    rankings = np.array(list(itertools.permutations(range(n), k)))
+    probs = np.exp(plackett_luce_log_prob(np.broadcast_to(logits, (len(rankings), n)), rankings))
+    out = np.zeros((n, k))
+    np.add.at(out, (rankings, np.broadcast_to(np.arange(k), rankings.shape)), probs[:, None])
+    return out
+
+
+@pytest.mark.parametrize("scale", [0.3, 2.0, 8.0])
+def test_plackett_luce_marginals_match_enumeration(scale: float) -> None:
+    rng = np.random.default_rng(int(scale * 10))
+    n, k = 7, 3
+    logits = rng.normal(size=n) * scale
+    exact = _enumerated_marginals(logits, k)
+    assert np.allclose(exact.sum(axis=0), 1.0)
+    rankings = np.array([rng.permutation(n)[:k] for _ in range(40)])
+    got = plackett_luce_marginals(np.broadcast_to(logits, (40, n)), rankings)
+    expected = exact[rankings, np.arange(k)]
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-14)
+
+
+def test_plackett_luce_marginals_match_monte_carlo_frequencies() -> None:
+    rng = np.random.default_rng(3)
+    n, k, draws = 50, 5, 200_000
+    logits = rng.normal(size=(1, n)) * 1.5
+    shown = plackett_luce_sample(rng, logits, k)
+    exact = plackett_luce_marginals(logits, shown)[0]
+    samples = plackett_luce_sample(rng, logits, k, size=(draws, n))
+    freq = (samples == shown).mean(axis=0)
+    se = np.sqrt(exact * (1 - exact) / draws)
+    assert np.all(np.abs(freq - exact) < 5 * se), (freq, exact)
+
+
+def test_plackett_luce_marginals_edge_cases() -> None:
+    # K = N (every item asked about), K = 1 (the softmax), one dominant item
+    logits = np.array([[0.0, 1.0, -1.0]])
+    full = plackett_luce_marginals(logits, np.array([[1, 0, 2]]))
+    exact = _enumerated_marginals(logits[0], 3)
+    np.testing.assert_allclose(full[0], exact[[1, 0, 2], [0, 1, 2]], rtol=1e-9)
+    soft = plackett_luce_marginals(logits, np.array([[2]]))
+    np.testing.assert_allclose(soft[0, 0], np.exp(-1.0) / np.exp(logits).sum(), rtol=1e-9)
+    peaked = plackett_luce_marginals(np.array([[50.0, 0.0, 0.0, 0.0]]), np.array([[0, 3]]))
+    np.testing.assert_allclose(peaked[0], [1.0, 1 / 3], rtol=1e-9)
+
+
+def test_poisson_binomial_head_matches_convolution() -> None:
+    rng = np.random.default_rng(1)
+    q = rng.random((13, 4))
+    head = poisson_binomial_head(q, 5)
+    for col in range(4):
+        dist = np.array([1.0])
+        for p in q[:, col]:
+            dist = np.convolve(dist, [1 - p, p])
+        np.testing.assert_allclose(head[:, col], dist[:5], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(poisson_binomial_head(np.zeros((0, 2)), 3), [[1, 1], [0, 0], [0, 0]])
+
+
+def test_epsilon_mixture_propensities_match_frequencies() -> None:
+    rng = np.random.default_rng(2)
+    n, k, eps, draws = 6, 2, 0.3, 100_000
+    greedy = np.array([[4, 1]])
+    explore = rng.random(draws) < eps
+    slots = np.where(explore[:, None], uniform_rankings(rng, draws, n, k), greedy)
+    prop, slate = epsilon_mixture_propensities(slots[:3], np.repeat(greedy, 3, axis=0), eps, n)
+    for row in range(3):
+        same_slot = (slots == slots[row]).mean(axis=0)
+        np.testing.assert_allclose(prop[row], same_slot, atol=5e-3)
+        np.testing.assert_allclose(slate[row], (slots == slots[row]).all(axis=1).mean(), atol=5e-3)
