@@ -209,6 +209,11 @@ class Simulator:
 
     # ------------------------------------------------------------------ shapes
     @property
+    def popularity_feature(self) -> np.ndarray:
+        """(n_items,) float32 the popularity column of :meth:`extra_features` (smoothed CTR over its maximum)."""
+        return self._pop_feature
+
+    @property
     def obs_dim(self) -> int:
         """Length of a flat observation: profile, query, is_search, page, N candidate vectors, N x F extras."""
         d, n = self.space.dim, self.config.n_candidates

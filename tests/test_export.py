@@ -51,7 +51,9 @@ def test_the_exported_graph_scores_as_the_agent_does(run: Path, tmp_path: Path, 
     assert parity["topk_agree_up_to_near_ties"] == 1.0
     assert manifest["agent"]["name"] == agent and manifest["items"]["count"] == len(
         json.loads((out / "item_ids.json").read_text()))
-    assert set(manifest["files"]) == {"model.onnx", "item_ids.json", "user_ids.json"}
+    assert set(manifest["files"]) == {"model.onnx", "item_ids.json", "user_ids.json", "serving.safetensors",
+                                      "queries.json", "items.parquet"}
+    assert manifest["text_encoder"]["kind"] == "hashing"  # the quick world's encoder: settings, no weights
     # independently: fresh contexts (another seed), the agent reloaded from its folder
     policy = load_policy(run / "agents" / agent / "seed0")
     sim = build_simulator(simulator_spec(__import__("omegaconf").OmegaConf.load(run / "config.yaml"),

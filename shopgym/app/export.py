@@ -10,6 +10,11 @@ The export folder, written aside and renamed in (it appears complete or not at a
 * ``model.onnx``: the agent's greedy scores (:mod:`shopgym.app.export_graphs`), tables inside;
 * ``item_ids.json``: the catalog item ids in graph order (candidate ``i`` of the graph is ``item_ids[i]``);
 * ``user_ids.json``: the user ids the agent was fitted with (input ``user_ids``: a position in it, -1 if absent);
+* ``serving.safetensors``: what the server needs to build the graph's inputs from a request
+  (:data:`SERVING_TABLES`): item vectors and popularity feature, the known users' logged histories, the
+  cold-start profile, the query table (``queries.json``: its texts) and the space's projection;
+* ``items.parquet``: the catalog (shopgym's items table), copied into the served log so it reads as a dataset;
+* ``encoder/``: the text encoder as ONNX with its tokenizer (BERT encoders; :mod:`shopgym.app.export_encoder`);
 * ``manifest.json``: versions, the agent and its config, the run and its resolved-config hash, the metrics the
   agent earned, the graph's inputs and output, the encoder, the vocabulary (count and SHA-256), the opset, the
   exploration it ships with, the parity figures, and the SHA-256 of every other file.
@@ -39,7 +44,17 @@ from shopgym.data.io import atomic_folder, write_json
 from shopgym.errors import ConfigError
 
 #: the export folder's format
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
+#: arrays of ``serving.safetensors``: name -> meaning
+SERVING_TABLES = {
+    "item_vecs": "(n_items, d) float32 unit item vectors (catalog order = item_ids.json)",
+    "popularity": "(n_items,) float32 the popularity feature of input `extra` (smoothed CTR / its maximum)",
+    "default_profile": "(d,) float32 the cold-start profile",
+    "user_history": "(n_users, H) int64 each known user's logged engaged items, newest last, -1 padded",
+    "user_history_weight": "(n_users, H) float32 their behaviour weights (0 where padded)",
+    "query_vecs": "(Q, d) float32 vectors of the queries in queries.json",
+    "projection": "(d_in, d) float32 the space's PCA projection of encoder outputs (identity if none)",
+}
 #: largest absolute score difference ONNX Runtime vs the agent
 PARITY_TOLERANCE = 1e-5
 #: the ONNX opset of the graphs
@@ -240,6 +255,7 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
 
     from shopgym import __version__
     from shopgym.app.config import simulator_spec
+    from shopgym.app.export_encoder import export_text_encoder
     from shopgym.app.export_graphs import INPUTS, OUTPUT, graph_for
     from shopgym.app.sweep import config_key
 
@@ -271,7 +287,13 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
         user_index = getattr(getattr(sim, "users", None), "user_ids", None)
         users = [] if user_index is None else [str(u) for u in user_index]
         write_json(users, tmp / "user_ids.json")
-        files = {name: sha256(tmp / name) for name in ("model.onnx", "item_ids.json", "user_ids.json")}
+        write_serving_tables(sim, built.inputs, tmp)
+        built.inputs.logs.items.to_parquet(tmp / "items.parquet", index=False)
+        texts = [str(t) for t in built.inputs.logs.items["text"].iloc[:1000]] + \
+            [str(q) for q in sim.space.query_texts[:200]]
+        text_encoder = export_text_encoder(built.spec.encoder, tmp, texts, OPSET)
+        files = {str(path.relative_to(tmp)): sha256(path) for path in sorted(tmp.rglob("*"))
+                 if path.is_file() and path.name != MANIFEST}
         declared = {i.name for i in session.get_inputs()}
         header = json.loads((source.agent_folder / "policy.json").read_text(encoding="utf-8"))
         encoder = OmegaConf.to_container(source.config.get("encoder"), resolve=True) \
@@ -288,7 +310,13 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
             "output": {"name": OUTPUT, "shape": ["batch", "candidates"], "dtype": "float32"},
             "dims": {"embedding": int(sim.space.dim), "extra": int(recorded[0].extra.shape[2]), "slate_size": k},
             "encoder": {"config": encoder, "item_table_sha256": hashlib.sha256(
-                np.ascontiguousarray(sim.space.item_vecs, np.float32).tobytes()).hexdigest()},
+                np.ascontiguousarray(sim.space.item_vecs, np.float32).tobytes()).hexdigest(),
+                "attribute_weight": float(built.inputs.attribute_weight)},
+            "text_encoder": text_encoder,
+            "serving": {"tables": SERVING_TABLES, "history_length": int(recorded[0].history.shape[1]),
+                        "behaviour_weights": {"click": float(sim.behaviour.click), "cart": float(sim.behaviour.cart),
+                                              "purchase": float(sim.behaviour.purchase)},
+                        "queries": len(sim.space.query_texts)},
             "items": {"count": len(ids), "sha256": files["item_ids.json"]},
             "users": {"count": len(users), "sha256": files["user_ids.json"],
                       "note": "input user_ids: a user's position in user_ids.json, -1 for anyone else"},
@@ -299,6 +327,23 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
         }
         write_json(manifest, tmp / MANIFEST)
     return out
+
+
+def write_serving_tables(sim: Any, inputs: Any, folder: Path) -> None:
+    """``serving.safetensors`` and ``queries.json`` of ``sim`` (see :data:`SERVING_TABLES`)."""
+    from safetensors.numpy import save_file
+
+    space, users = sim.space, sim.users
+    d = space.dim
+    history = np.asarray(users.history, np.int64).reshape(len(users.user_ids), -1)
+    weight = np.asarray(users.history_weight, np.float32).reshape(history.shape)
+    projection = space.projection if space.projection is not None else np.eye(d, dtype=np.float32)
+    tables = {"item_vecs": space.item_vecs, "popularity": sim.popularity_feature, "default_profile": sim.default_profile,
+              "user_history": history, "user_history_weight": weight,
+              "query_vecs": np.asarray(space.query_vecs).reshape(-1, d), "projection": projection}
+    save_file({name: np.ascontiguousarray(value, dtype=np.int64 if name == "user_history" else np.float32)
+               for name, value in tables.items()}, str(folder / "serving.safetensors"))
+    write_json([str(q) for q in space.query_texts], folder / "queries.json")
 
 
 def verify_export(folder: str | Path) -> dict[str, Any]:
