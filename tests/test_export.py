@@ -74,8 +74,9 @@ def test_the_exported_graph_scores_as_the_agent_does(run: Path, tmp_path: Path, 
 def test_a_tampered_export_is_refused_and_a_failed_parity_leaves_no_folder(run: Path, tmp_path: Path,
                                                                             monkeypatch) -> None:
     import shopgym.app.export as export_module
-    from shopgym.app.export import export, verify_export
+    from shopgym.app.export import export
     from shopgym.errors import ConfigError
+    from shopgym.serve.manifest import verify_export
 
     out = export(run, tmp_path / "cosine", agent="cosine")
     assert verify_export(out)["agent"]["name"] == "cosine"

@@ -42,9 +42,8 @@ from omegaconf import DictConfig, OmegaConf
 from agents.base import RankingContext, RankingPolicy, load_policy
 from shopgym.data.io import atomic_folder, write_json
 from shopgym.errors import ConfigError
+from shopgym.serve.manifest import EXPORT_FORMAT, MANIFEST, sha256
 
-#: the export folder's format
-EXPORT_FORMAT = 2
 #: arrays of ``serving.safetensors``: name -> meaning
 SERVING_TABLES = {
     "item_vecs": "(n_items, d) float32 unit item vectors (catalog order = item_ids.json)",
@@ -59,7 +58,6 @@ SERVING_TABLES = {
 PARITY_TOLERANCE = 1e-5
 #: the ONNX opset of the graphs
 OPSET = 18
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -187,15 +185,6 @@ def check_parity(agent: RankingPolicy, session: Any, contexts: list[RankingConte
     return {"contexts": total, "max_abs_diff": worst, "topk_identical": same / max(total, 1),
             "topk_agree_up_to_near_ties": agree / max(total, 1), "k": k, "tolerance": PARITY_TOLERANCE,
             "passed": worst <= PARITY_TOLERANCE and agree == total, "onnxruntime_seconds": seconds}
-
-
-def sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_graph(graph: Any, example: RankingContext, path: Path) -> None:
@@ -338,37 +327,9 @@ def write_serving_tables(sim: Any, inputs: Any, folder: Path) -> None:
     history = np.asarray(users.history, np.int64).reshape(len(users.user_ids), -1)
     weight = np.asarray(users.history_weight, np.float32).reshape(history.shape)
     projection = space.projection if space.projection is not None else np.eye(d, dtype=np.float32)
-    tables = {"item_vecs": space.item_vecs, "popularity": sim.popularity_feature, "default_profile": sim.default_profile,
-              "user_history": history, "user_history_weight": weight,
+    tables = {"item_vecs": space.item_vecs, "popularity": sim.popularity_feature,
+              "default_profile": sim.default_profile, "user_history": history, "user_history_weight": weight,
               "query_vecs": np.asarray(space.query_vecs).reshape(-1, d), "projection": projection}
     save_file({name: np.ascontiguousarray(value, dtype=np.int64 if name == "user_history" else np.float32)
                for name, value in tables.items()}, str(folder / "serving.safetensors"))
     write_json([str(q) for q in space.query_texts], folder / "queries.json")
-
-
-def verify_export(folder: str | Path) -> dict[str, Any]:
-    """The manifest of an export folder whose files match its checksums.
-
-    Raises:
-        ConfigError: no manifest, a file missing or changed since the export (names it), an unknown format.
-    """
-    root = Path(folder)
-    path = root / MANIFEST
-    if not path.is_file():
-        raise ConfigError(f"{root}: not an export folder (no {MANIFEST}); make one with `shopgym export`")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ConfigError(f"{path}: unreadable manifest ({exc}); export again") from exc
-    if manifest.get("format") != EXPORT_FORMAT:
-        raise ConfigError(f"{path}: export format {manifest.get('format')!r}, this shopgym reads {EXPORT_FORMAT}")
-    problems = []
-    for name, digest in manifest.get("files", {}).items():
-        file = root / name
-        if not file.is_file():
-            problems.append(f"{name} is missing (the manifest lists it)")
-        elif sha256(file) != digest:
-            problems.append(f"{name} does not match the manifest's checksum (changed since the export)")
-    if problems:
-        raise ConfigError(f"{root}: " + "; ".join(problems) + "; refusing it: export again")
-    return manifest

@@ -18,6 +18,7 @@ from shopgym.cli import data as data_cmd  # noqa: E402
 from shopgym.cli import export as export_cmd  # noqa: E402
 from shopgym.cli import fit as fit_cmd  # noqa: E402
 from shopgym.cli import ope as ope_cmd  # noqa: E402
+from shopgym.cli import serve as serve_cmd  # noqa: E402
 from shopgym.cli import simulate as simulate_cmd  # noqa: E402
 from shopgym.cli import sweep as sweep_cmd  # noqa: E402
 from shopgym.errors import ShopgymError  # noqa: E402
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_cmd.register(commands)
     sweep_cmd.register(commands)
     export_cmd.register(commands)
+    serve_cmd.register(commands)
     return parser
 
 
