@@ -18,9 +18,11 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopgym.serve.log import FeedbackError, Page, ServedLog
 from shopgym.serve.model import Exploration, RequestError, ServedModel, choose
@@ -167,6 +169,14 @@ def create_app(export: str | Path, log: str | Path, *, exploration: Exploration 
         errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
                   for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8 JSON)
+            counts["rejected"] += 1
+            return _error("", f"the body could not be read as JSON ({exc.detail}); send a UTF-8 JSON object",
+                          kind="json_invalid")
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:

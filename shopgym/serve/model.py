@@ -17,8 +17,10 @@ Exploration modes and their exact propensities (:mod:`shopgym.numeric`):
 * ``epsilon``: with probability :math:`\epsilon` a uniformly random ranking of ``k`` of the ``N`` candidates,
   else the greedy one: per slot :math:`(1-\epsilon)[\sigma^g_j = i] + \epsilon/N`, per page
   :math:`(1-\epsilon)[\sigma = \sigma^g] + \epsilon (N-k)!/N!`;
-* ``plackett_luce``: sample without replacement proportionally to :math:`e^{s_i / T}`: per page the product of
-  the sequential choice probabilities, per slot the exact marginal (:func:`~shopgym.numeric.plackett_luce_marginals`).
+* ``plackett_luce``: sample without replacement proportionally to :math:`e^{\ell_i}`,
+  :math:`\ell_i = \max((s_i - \max_j s_j) / T, -50)` (:data:`PL_LOGIT_FLOOR`): per page the product of the
+  sequential choice probabilities, per slot the exact marginal
+  (:func:`~shopgym.numeric.plackett_luce_marginals`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ from shopgym.serve.manifest import verify_export
 from shopgym.serve.text import text_encoder_from_manifest
 
 MODES: tuple[str, ...] = ("greedy", "epsilon", "plackett_luce")
+#: Plackett-Luce logits are raised to at least the best one minus this (every candidate keeps a weight of at
+#: least e^-50 of the best's; bounds the propensity integral's range at any temperature)
+PL_LOGIT_FLOOR = 50.0
 
 
 class RequestError(ConfigError):
@@ -101,7 +106,8 @@ def choose(scores: np.ndarray, k: int, exploration: Exploration, rng: np.random.
         slots = uniform_rankings(rng, 1, n, k) if rng.random() < exploration.epsilon else greedy
         propensity, slate = epsilon_mixture_propensities(slots, greedy, exploration.epsilon, n)
         return Shown(slots[0], propensity[0], float(slate[0]), s[0])
-    logits = s / exploration.temperature
+    with np.errstate(over="ignore", divide="ignore"):
+        logits = np.maximum((s - s.max()) / exploration.temperature, -PL_LOGIT_FLOOR)
     slots = plackett_luce_sample(rng, logits, k)
     slate = float(np.exp(plackett_luce_log_prob(logits, slots))[0])
     return Shown(slots[0], plackett_luce_marginals(logits, slots)[0], slate, s[0])
