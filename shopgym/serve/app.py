@@ -110,6 +110,42 @@ def _error(field: str, message: str, kind: str = "value_error", status: int = 42
     return JSONResponse(status_code=status, content={"detail": [{"loc": loc, "msg": message, "type": kind}]})
 
 
+class BodyLimit:
+    """ASGI middleware: a body larger than ``limit`` bytes gets 422.
+
+    A declared ``content-length`` over the limit is answered before the body is read; a chunked body that grows
+    past the limit is cut off there (it then fails to parse: 422 as well).
+    """
+
+    def __init__(self, app: Any, limit: int, counts: dict[str, int]) -> None:
+        self.app, self.limit, self.counts = app, limit, counts
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Check the body's size, then pass the request on."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        size = dict(scope["headers"]).get(b"content-length")
+        if size is not None and (not size.isdigit() or int(size) > self.limit):
+            self.counts["rejected"] += 1
+            response = _error("", f"request body of {size.decode(errors='replace')} bytes is larger than the "
+                              f"limit of {self.limit} bytes; send fewer candidates per request", kind="too_large")
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Any:
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def create_app(export: str | Path, log: str | Path, *, exploration: Exploration | None = None, seed: int = 0,
                feedback_window: float = 60.0, part_rows: int = 10_000, flush_interval: float = 30.0,
                threads: int = 1, max_candidates: int = MAX_CANDIDATES,
@@ -128,6 +164,7 @@ def create_app(export: str | Path, log: str | Path, *, exploration: Exploration 
                                  "model_sha256": manifest["files"]["model.onnx"], "mode": default.mode,
                                  "epsilon": default.epsilon, "temperature": default.temperature, "seed": seed})
     rng = np.random.default_rng(seed)
+    agent_name = str(manifest["agent"]["name"])
     started = time.time()
     counts = {"ranked": 0, "feedback": 0, "rejected": 0}
     stop = threading.Event()
@@ -151,15 +188,7 @@ def create_app(export: str | Path, log: str | Path, *, exploration: Exploration 
                   description=f"Ranks candidates with the exported {manifest['agent']['name']} "
                   "and logs what it showed, with propensities, in shopgym's data format.")
     app.state.model, app.state.log, app.state.counts = model, served_log, counts
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > max_body_bytes):
-            counts["rejected"] += 1
-            return _error("", f"request body of {size} bytes is larger than the limit of {max_body_bytes} "
-                          "bytes; send fewer candidates per request", kind="too_large")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=max_body_bytes, counts=counts)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -190,7 +219,7 @@ def create_app(export: str | Path, log: str | Path, *, exploration: Exploration 
                       status=exc.status)
 
     @app.post("/rank", response_model=RankResponse)
-    async def rank(body: RankRequest) -> RankResponse:
+    async def rank(body: RankRequest) -> JSONResponse:
         """Rank ``candidates``; return the shown items with per-slot and whole-page propensities."""
         n = len(body.candidates)
         if n > max_candidates:
@@ -218,11 +247,12 @@ def create_app(export: str | Path, log: str | Path, *, exploration: Exploration 
         served_log.add(Page(request_id, time.time(), body.user_id, body.query, ids, shown.propensity,
                             shown.slate_propensity))
         counts["ranked"] += 1
-        return RankResponse(
-            request_id=request_id, slate_propensity=shown.slate_propensity, mode=explore.mode,
-            model=str(manifest["agent"]["name"]),
-            items=[ShownItem(item_id=i, position=j + 1, propensity=float(p), score=float(scores[c]))
-                   for j, (i, p, c) in enumerate(zip(ids, shown.propensity, shown.slots, strict=True))])
+        # the RankResponse schema, written directly (FastAPI would validate the model it just built)
+        return JSONResponse({
+            "request_id": request_id, "slate_propensity": shown.slate_propensity, "mode": explore.mode,
+            "model": agent_name,
+            "items": [{"item_id": i, "position": j + 1, "propensity": float(p), "score": float(scores[c])}
+                      for j, (i, p, c) in enumerate(zip(ids, shown.propensity, shown.slots, strict=True))]})
 
     @app.post("/feedback")
     async def feedback(body: FeedbackRequest) -> dict[str, Any]:

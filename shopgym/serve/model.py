@@ -133,6 +133,8 @@ class ServedModel:
         read = lambda name: json.loads((self.folder / name).read_text(encoding="utf-8"))  # noqa: E731
         self.item_ids = pd.Index(read("item_ids.json"), dtype=object)
         self.user_ids = pd.Index(read("user_ids.json"), dtype=object)
+        self._item_pos = {item: i for i, item in enumerate(self.item_ids)}  # hash lookups: no Index per request
+        self._user_pos = {user: i for i, user in enumerate(self.user_ids)}
         self.query_texts: dict[str, int] = {q: i for i, q in enumerate(read("queries.json"))}
         tables = load_file(str(self.folder / "serving.safetensors"))
         self.item_vecs = tables["item_vecs"]
@@ -159,7 +161,7 @@ class ServedModel:
 
     def item_index(self, ids: list[str], field: str) -> np.ndarray:
         """Catalog positions of ``ids``; :class:`RequestError` naming ``field[i]`` for the first unknown id."""
-        idx = self.item_ids.get_indexer(pd.Index(ids, dtype=object))
+        idx = np.fromiter((self._item_pos.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
         if (idx < 0).any():
             bad = int(np.flatnonzero(idx < 0)[0])
             raise RequestError(f"{field}[{bad}]", f"unknown item id {ids[bad]!r} (not in the exported catalog "
@@ -188,8 +190,7 @@ class ServedModel:
         """The graph's inputs (batch of one) for a request (catalog positions already resolved)."""
         row = -1
         if user_id is not None and self.has_users:
-            found = self.user_ids.get_indexer([user_id])[0]
-            row = int(found)
+            row = self._user_pos.get(user_id, -1)
         recent = np.zeros(0, np.int64) if history is None else history
         logged = self.user_history[row][self.user_history[row] >= 0] if row >= 0 else np.zeros(0, np.int64)
         logged_w = self.user_weight[row][self.user_history[row] >= 0] if row >= 0 else np.zeros(0)
