@@ -409,3 +409,37 @@ def test_the_whole_loop_compare_export_serve_shoppers_validate_ope_fit(exported:
     assert interval["low"] - 2 * se <= value <= interval["high"] + 2 * se, (ips, value, se)
     assert main(["fit", "--out", str(tmp_path / "model"), str(log), "experiment=quick", "fit.steps=20",
                  "fit.class_epochs=2", f"cache_dir={tmp_path / 'cache'}"]) == 0
+
+
+def test_a_model_without_user_ids_refuses_them_and_logs_without_the_column(exported: Path, tmp_path: Path) -> None:
+    """As for OBD: the export's user vocabulary is empty, so user_id is refused and the log has no user_id."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from shopgym.data.logged import LoggedData
+    from shopgym.serve.app import create_app
+    from shopgym.serve.manifest import sha256
+
+    copy = tmp_path / "anonymous"
+    shutil.copytree(exported, copy)
+    (copy / "user_ids.json").write_text("[]")
+    tables = load_file(str(copy / "serving.safetensors"))
+    tables["user_history"] = tables["user_history"][:0]
+    tables["user_history_weight"] = tables["user_history_weight"][:0]
+    save_file(tables, str(copy / "serving.safetensors"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for name in ("user_ids.json", "serving.safetensors"):
+        manifest["files"][name] = sha256(copy / name)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    ids = _ids(exported)
+    with TestClient(create_app(copy, tmp_path / "log", part_rows=6)) as client:
+        refused = client.post("/rank", json={"candidates": ids[:10], "user_id": "u1"})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "user_id"]
+        for i in range(5):
+            assert client.post("/rank", json={"candidates": ids[i:i + 10], "k": 3,
+                                              "history": ids[20:22]}).status_code == 200
+    data = LoggedData.load(tmp_path / "log")
+    assert "user_id" not in data.interactions and len(data.interactions) == 15
+    parts = sorted((tmp_path / "log" / "interactions").glob("part-*.parquet"))
+    assert len(parts) == 3  # at most part_rows=6 rows (two pages of 3) per part, pages never split

@@ -280,7 +280,10 @@ def export(src: str | Path, out: str | Path, *, agent: str | None = None, seed: 
         built.inputs.logs.items.to_parquet(tmp / "items.parquet", index=False)
         texts = [str(t) for t in built.inputs.logs.items["text"].iloc[:1000]] + \
             [str(q) for q in sim.space.query_texts[:200]]
-        text_encoder = export_text_encoder(built.spec.encoder, tmp, texts, OPSET)
+        encoder_used = built.spec.encoder
+        if str(getattr(encoder_used, "identity", "")) != built.inputs.encoder_identity:
+            encoder_used = built.inputs.encoder_identity  # items without text: the space came from their features
+        text_encoder = export_text_encoder(encoder_used, tmp, texts, OPSET)
         files = {str(path.relative_to(tmp)): sha256(path) for path in sorted(tmp.rglob("*"))
                  if path.is_file() and path.name != MANIFEST}
         declared = {i.name for i in session.get_inputs()}
@@ -324,7 +327,7 @@ def write_serving_tables(sim: Any, inputs: Any, folder: Path) -> None:
 
     space, users = sim.space, sim.users
     d = space.dim
-    history = np.asarray(users.history, np.int64).reshape(len(users.user_ids), -1)
+    history = np.asarray(users.history, np.int64)  # (n_users, H); (0, H) for logs without user ids
     weight = np.asarray(users.history_weight, np.float32).reshape(history.shape)
     projection = space.projection if space.projection is not None else np.eye(d, dtype=np.float32)
     tables = {"item_vecs": space.item_vecs, "popularity": sim.popularity_feature,

@@ -55,7 +55,8 @@ def _export_bert(encoder: BertEncoder, folder: Path, opset: int) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     encoder.tokenizer.save_pretrained(str(folder))
-    example = encoder.tokenizer(["a short title", "another product title here"], padding=True, return_tensors="pt")
+    example = encoder.tokenizer(["a short title", "another product title here"], padding=True, truncation=True,
+                                max_length=encoder.max_length, return_tensors="pt")
     batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=max(encoder.max_length, 3))
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
@@ -90,7 +91,8 @@ def export_text_encoder(encoder: Any, folder: Path, texts: list[str], opset: int
     """Export ``encoder`` into ``folder`` (the export's temporary folder); return the manifest's ``text_encoder``.
 
     Args:
-        encoder: the encoder the simulator's space was built with.
+        encoder: the encoder the simulator's space was built with (or its identity string when the space was
+            built from item features: nothing to export then).
         folder: the export folder being written (``encoder/`` is created in it for BERT).
         texts: real texts for the parity check (the catalog's titles; queries too).
         opset: the ONNX opset.
@@ -111,5 +113,6 @@ def export_text_encoder(encoder: Any, folder: Path, texts: list[str], opset: int
     if isinstance(encoder, HashingEncoder):
         return {"kind": "hashing", "identity": encoder.identity, "dim": encoder.dim, "seed": encoder.seed,
                 "bigrams": encoder.bigrams}
-    return {"kind": "none", "identity": str(getattr(encoder, "identity", type(encoder).__name__)),
+    identity = encoder if isinstance(encoder, str) else str(getattr(encoder, "identity", type(encoder).__name__))
+    return {"kind": "none", "identity": identity,
             "note": "the item encoder has no text side: only the queries in queries.json can be served"}

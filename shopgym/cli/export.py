@@ -45,9 +45,20 @@ def _export(args: argparse.Namespace) -> int:
                  force=args.force)
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     parity = manifest["parity"]
+    text = manifest["text_encoder"]
+    encoder = {"onnx": "encoder/ (the text encoder as ONNX with its tokenizer), ", "hashing": "",
+               "none": ""}.get(text["kind"], "")
     print(f"exported {manifest['agent']['name']} (seed {manifest['agent']['seed']}) to {out}: model.onnx, "
-          f"item_ids.json ({manifest['items']['count']} items), manifest.json")
+          f"{encoder}serving.safetensors, item_ids.json ({manifest['items']['count']} items), items.parquet, "
+          "manifest.json")
     print(f"parity on {parity['contexts']} contexts: max |score difference| {parity['max_abs_diff']:.2e} "
           f"(tolerance {parity['tolerance']:g}); top-{parity['k']} orders identical {parity['topk_identical']:.2%}, "
           f"agreeing up to near-ties {parity['topk_agree_up_to_near_ties']:.2%}")
+    if text["kind"] == "onnx":
+        p = text["parity"]
+        print(f"text encoder parity on {p['texts']} texts (tokenizers + ONNX Runtime vs PyTorch): max |difference| "
+              f"{p['max_abs_diff']:.2e}, smallest cosine {p['min_cosine']:.6f}")
+    elif text["kind"] == "none":
+        print("no text encoder: the items were encoded from their features; requests may use only the queries "
+              "the simulator knew (queries.json)")
     return 0

@@ -76,10 +76,11 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(args.export, log, exploration=Exploration(args.mode, args.epsilon, args.temperature),
                      seed=args.seed, feedback_window=args.feedback_window, part_rows=args.part_rows,
                      flush_interval=args.flush_interval, threads=args.threads, max_candidates=args.max_candidates,
-                     max_body_bytes=args.max_body_bytes)
+                     max_body_bytes=args.max_body_bytes,
+                     on_shutdown=lambda served: print(f"stopped; {served.rows_written:,} rows logged in {log}",
+                                                      flush=True))
     manifest = app.state.model.manifest
     print(f"serving {manifest['agent']['name']} from {args.export} on http://{args.host}:{args.port} "
           f"(mode {args.mode}; API docs at /docs); logging to {log}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    print(f"stopped; the log is in {log} ({app.state.log.rows_written} rows written)")
     return 0

@@ -69,6 +69,23 @@ def register(commands: Any) -> None:
                      "e.g. --fit class_restarts=1 --fit shopper_deviation=0 (the fit's own torch seed is "
                      "--fit seed=S; --seed seeds the world and the simulation)")
     fid.set_defaults(handler=_fidelity)
+    shop = sub.add_parser(
+        "shoppers", help="send the simulator's shoppers to a running `shopgym serve` (a dress rehearsal)",
+        description="Send simulated shoppers to a server: the simulator an export was trained in (rebuilt from "
+        "its run's config.yaml, from the caches) starts sessions; each page becomes a POST /rank with the "
+        "session's candidates, shopper id, query, items shown before and clicked items; the shopper responds "
+        "to the ranking the server returns, and every click, cart and purchase goes back as POST /feedback. "
+        "The server logs it all, so `shopgym ope` and `shopgym fit` can be tried on a served log before real "
+        "traffic. Prints clicks, carts and purchases per page with 95% intervals.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  shopgym serve exports/linucb --mode plackett_luce &\n"
+        "  shopgym simulate shoppers exports/linucb --url http://127.0.0.1:8000 --pages 2000\n")
+    shop.add_argument("export", type=Path, help="the export folder the server serves (its manifest names the run)")
+    shop.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
+    shop.add_argument("--pages", type=int, default=1000, help="pages to request (default: %(default)s)")
+    shop.add_argument("--sessions", type=int, default=8, help="sessions stepped together (default: %(default)s)")
+    shop.add_argument("--seed", type=int, default=0, help="the simulator's seed (default: %(default)s)")
+    shop.set_defaults(handler=_shoppers)
 
 
 def _fidelity(args: argparse.Namespace) -> int:
@@ -177,6 +194,39 @@ def _fidelity(args: argparse.Namespace) -> int:
     write_report(report, args.out)
     print(report.to_markdown())
     print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, ctr_by_position.png")
+    return 0
+
+
+def _shoppers(args: argparse.Namespace) -> int:
+    import httpx
+    from omegaconf import OmegaConf
+
+    from envs.build import build_simulator
+    from shopgym.app.config import simulator_spec
+    from shopgym.app.shoppers import http_endpoints, send_shoppers
+    from shopgym.errors import ConfigError
+    from shopgym.serve.manifest import verify_export
+
+    if args.pages < 1 or args.sessions < 1:
+        raise ConfigError(f"--pages and --sessions must be >= 1, got {args.pages} and {args.sessions}")
+    manifest = verify_export(args.export)
+    config = Path(manifest["run"]["folder"]) / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{args.export}: its run's config.yaml ({config}) is gone; the shoppers come from the "
+                          "simulator the agent was trained in")
+    sim = build_simulator(simulator_spec(OmegaConf.load(config), progress=False)).sim
+    try:
+        with httpx.Client(base_url=args.url, timeout=30) as client:
+            client.get("/health").raise_for_status()
+            run = send_shoppers(*http_endpoints(client), sim, args.pages, batch=args.sessions, seed=args.seed,
+                                progress=True)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"--url {args.url}: no shopgym server answers there ({exc}); start one with "
+                          f"`shopgym serve {args.export}`") from exc
+    print(f"{run.pages} pages served by {args.url} to simulated shoppers:")
+    for name, values in (("clicks", run.clicks), ("carts", run.carts), ("purchases", run.purchases)):
+        half = 1.96 * values.std(ddof=1) / max(len(values), 1) ** 0.5 if len(values) > 1 else float("nan")
+        print(f"  {name} per page: {values.mean():.4f} +- {half:.4f} (95% interval)")
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,8 +149,11 @@ class BodyLimit:
 def create_app(export: str | Path, log: str | Path, *, exploration: Exploration | None = None, seed: int = 0,
                feedback_window: float = 60.0, part_rows: int = 10_000, flush_interval: float = 30.0,
                threads: int = 1, max_candidates: int = MAX_CANDIDATES,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES,
+               on_shutdown: Callable[[ServedLog], None] | None = None) -> FastAPI:
     """The app serving the export folder ``export`` and logging to ``log`` (see :mod:`shopgym.serve.log`).
+
+    ``on_shutdown`` is called with the log after its last part is written.
 
     Raises:
         ConfigError: the export fails its checksums, or ``log`` holds another catalog's log.
@@ -183,6 +186,8 @@ def create_app(export: str | Path, log: str | Path, *, exploration: Exploration 
             stop.set()
             thread.join()
             served_log.flush(everything=True)
+            if on_shutdown is not None:
+                on_shutdown(served_log)
 
     app = FastAPI(title="shopgym serve", version=str(manifest.get("shopgym_version")), lifespan=lifespan,
                   description=f"Ranks candidates with the exported {manifest['agent']['name']} "

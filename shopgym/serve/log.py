@@ -189,22 +189,37 @@ class ServedLog:
         return ready
 
     def flush(self, *, everything: bool = False, force: bool = False) -> int:
-        """Publish ready pages as a part when enough are ready (or ``force``/``everything``); return rows written."""
+        """Publish ready pages (all with ``everything``) in parts of at most ``part_rows`` rows; return rows written.
+
+        Pages are published once ``part_rows`` rows are ready, the flush interval has passed, or with ``force``
+        (a page is never split across parts).
+        """
         with self._lock:
             now = time.monotonic()
             due = force or everything or now - self._last_flush >= self.flush_interval
-            ready_rows = sum(len(p.item_ids) for p in self._pages.values()
-                             if everything or p.served_at + self.feedback_window <= time.time())
+            cutoff = time.time() - self.feedback_window
+            ready_rows = sum(len(p.item_ids) for p in self._pages.values() if everything or p.served_at <= cutoff)
             if not ready_rows or not (due or ready_rows >= self.part_rows):
                 return 0
             pages = self._take_ready(everything)
-            self._sequence += 1
-            sequence = self._sequence
+            chunks: list[list[Page]] = [[]]
+            rows = 0
+            for page in pages:
+                if chunks[-1] and rows + len(page.item_ids) > self.part_rows:
+                    chunks.append([])
+                    rows = 0
+                chunks[-1].append(page)
+                rows += len(page.item_ids)
+            first = self._sequence + 1
+            self._sequence += len(chunks)
             self._last_flush = now
-        frame = self.frame(pages)
-        write_part(frame, self.parts, sequence)
-        self.rows_written += len(frame)
-        return len(frame)
+        written = 0
+        for offset, chunk in enumerate(chunks):
+            frame = self.frame(chunk)
+            write_part(frame, self.parts, first + offset)
+            written += len(frame)
+        self.rows_written += written
+        return written
 
     def frame(self, pages: list[Page]) -> pd.DataFrame:
         """The interactions rows of ``pages`` (one per shown slot)."""

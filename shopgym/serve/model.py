@@ -147,6 +147,10 @@ class ServedModel:
         self.click_weight = float(serving["behaviour_weights"]["click"])
         self.slate_size = int(self.manifest["dims"]["slate_size"])
         self.text_encoder = text_encoder_from_manifest(self.folder, self.manifest["text_encoder"], threads)
+        encoder_dim = self.manifest["text_encoder"].get("dim")
+        if self.text_encoder is not None and encoder_dim is not None and int(encoder_dim) > self.projection.shape[0]:
+            raise ConfigError(f"{self.folder}: the text encoder's {encoder_dim} dimensions do not fit the space's "
+                              f"projection ({self.projection.shape[0]} rows); export again")
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
