@@ -431,11 +431,14 @@ def test_a_model_without_user_ids_refuses_them_and_logs_without_the_column(expor
     manifest = json.loads((copy / "manifest.json").read_text())
     for name in ("user_ids.json", "serving.safetensors"):
         manifest["files"][name] = sha256(copy / name)
+    manifest["text_encoder"] = {"kind": "none", "identity": "features"}  # items encoded from their features
     (copy / "manifest.json").write_text(json.dumps(manifest))
     ids = _ids(exported)
     with TestClient(create_app(copy, tmp_path / "log", part_rows=6)) as client:
         refused = client.post("/rank", json={"candidates": ids[:10], "user_id": "u1"})
         assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "user_id"]
+        unseen = client.post("/rank", json={"candidates": ids[:10], "query": "a query nobody logged"})
+        assert unseen.status_code == 422 and unseen.json()["detail"][0]["loc"] == ["body", "query"]
         for i in range(5):
             assert client.post("/rank", json={"candidates": ids[i:i + 10], "k": 3,
                                               "history": ids[20:22]}).status_code == 200
