@@ -63,3 +63,30 @@ def small_logs(small_world):
     from envs.synthetic import generate_logs
 
     return generate_logs(small_world)
+
+
+#: agents every export test trains (tests/test_export.py parametrises over them)
+EXPORTABLE = ["cosine", "popularity", "item_knn", "als", "linucb", "linucb_knn", "lin_ts", "epsilon_greedy",
+              "neural_linear", "logistic", "ppo"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A small compare run (built-in world, fitted simulator) that trained and saved every exportable agent
+    (tests/test_export.py, tests/test_serve.py): one run for the session."""
+    from hydra import compose, initialize_config_dir
+
+    from shopgym.app.compare import compare
+    from shopgym.cli.compare import CONF_DIR
+
+    root = tmp_path_factory.mktemp("export")
+    knn_only = [f"agents.{name}.log_features=[item_knn]" for name in ("lin_ts", "epsilon_greedy")]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="compare", overrides=[
+            "experiment=quick", "backend=fitted", "truth=false", "bootstrap=0", "steps=6", "seeds=[0]",
+            "+agent@agents.linucb_knn=linucb", "agents.linucb_knn.log_features=[item_knn]", *knn_only,
+            f"only=[{','.join([*EXPORTABLE, 'random'])}]", "progress=false", f"cache_dir={root / 'cache'}",
+            "fit.steps=40", "fit.class_epochs=3"])
+    folder = root / "sweep" / "0"  # a run inside a sweep-like folder, for --best
+    compare(cfg, folder, echo=False)
+    return folder

@@ -23,21 +23,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
-    """A compare run on the quick built-in world (fitted simulator) and its LinUCB exported."""
-    from hydra import compose, initialize_config_dir
-
-    from shopgym.app.compare import compare
+def exported(trained_run: Path, tmp_path_factory) -> Path:
+    """LinUCB of the shared compare run (quick built-in world, fitted simulator; tests/conftest.py), exported."""
     from shopgym.app.export import export
-    from shopgym.cli.compare import CONF_DIR
 
-    root = tmp_path_factory.mktemp("serve")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="compare", overrides=[
-            "experiment=quick", "backend=fitted", "truth=false", "bootstrap=0", "steps=6", "seeds=[0]",
-            "only=[linucb]", "progress=false", f"cache_dir={root / 'cache'}", "fit.steps=40", "fit.class_epochs=3"])
-    compare(cfg, root / "run", echo=False)
-    return export(root / "run", root / "export", agent="linucb")
+    return export(trained_run, tmp_path_factory.mktemp("serve") / "export", agent="linucb")
 
 
 @pytest.fixture()
@@ -383,7 +373,7 @@ def test_the_whole_loop_compare_export_serve_shoppers_validate_ope_fit(exported:
     from shopgym.cli import main
     from shopgym.serve.model import Exploration, ServedModel
 
-    run = exported.parent / "run"
+    run = Path(json.loads((exported / "manifest.json").read_text())["run"]["folder"])
     sim = build_simulator(simulator_spec(OmegaConf.load(run / "config.yaml"), progress=False)).sim
     port, log = _free_port(), tmp_path / "served"
     proc = _start_server(exported, log, port, "--mode", "epsilon", "--epsilon", "0.3", "--feedback-window", "30",
