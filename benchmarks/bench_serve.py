@@ -5,8 +5,8 @@ model, so nothing is fitted) trains LinUCB; it is exported (with its parity chec
 ``shopgym serve`` (uvicorn, one ONNX Runtime thread) on 127.0.0.1. For N = 100 and N = 1,000 candidates and
 K = 10 slots, the same pre-drawn requests (random candidates, known shoppers, a third with a known query) go
 
-* over HTTP with 1 and 8 concurrent clients (a bounded asyncio + httpx generator in this process: the client
-  shares the 2 cores with the server, so concurrency measures the pair), greedy and Plackett-Luce;
+* over HTTP with 1 and 8 concurrent keep-alive connections (a bounded asyncio generator on raw streams in this
+  process, request bytes built beforehand; it shares the 2 cores with the server), greedy and Plackett-Luce;
 * to ``InferenceSession.run`` on the graph inputs the server builds (bare ONNX Runtime, one thread);
 * to the server's whole in-process path (features, ONNX Runtime, exploration) without HTTP;
 * to the agent's ``score`` in process (NumPy) on the same contexts.
@@ -54,32 +54,53 @@ def timed(fn: Any, inputs: list[Any], repeats: int = 1) -> list[float]:
 
 
 async def load(port: int, bodies: list[dict[str, Any]], clients: int, total: int, limit: float) -> dict[str, float]:
-    """``total`` requests (at most ``limit`` seconds) from ``clients`` concurrent clients; latency and throughput."""
-    import httpx
+    """``total`` requests (at most ``limit`` seconds) from ``clients`` concurrent keep-alive connections.
 
+    A bounded asyncio generator on raw streams: each request's bytes are built before the clock starts, so the
+    latency is the server's answer over loopback plus reading it, not an HTTP client library's own Python work
+    (which on 2 shared cores would be measured as server latency).
+    """
+    payloads = []
+    for body in bodies:
+        data = json.dumps(body).encode()
+        payloads.append(b"POST /rank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
     latencies: list[float] = []
     sent = [0]
     deadline = time.perf_counter() + limit
 
-    async def client(c: httpx.AsyncClient, start: int) -> None:
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> None:
+        writer.write(payload)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1]
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        answer = await reader.readexactly(length)
+        if status != b"200":
+            raise RuntimeError(answer.decode(errors="replace"))
+
+    async def client(start: int, warm: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for payload in payloads[start:start + warm]:
+            await exchange(reader, writer, payload)
         i = start
         while sent[0] < total and time.perf_counter() < deadline:
             sent[0] += 1
-            body = bodies[i % len(bodies)]
+            payload = payloads[i % len(payloads)]
             i += clients
             started = time.perf_counter()
-            answer = await c.post("/rank", json=body)
+            await exchange(reader, writer, payload)
             latencies.append(time.perf_counter() - started)
-            if answer.status_code != 200:
-                raise RuntimeError(answer.text)
+        writer.close()
+        await writer.wait_closed()
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30) as c:
-        for body in bodies[:20]:  # warm up
-            await c.post("/rank", json=body)
-        started = time.perf_counter()
-        await asyncio.gather(*(client(c, k) for k in range(clients)))
-        wall = time.perf_counter() - started
+    await asyncio.gather(*(client(k, 5) for k in range(clients)))  # warm up every connection
+    latencies.clear()
+    sent[0] = 0
+    deadline = time.perf_counter() + limit
+    started = time.perf_counter()
+    await asyncio.gather(*(client(k, 0) for k in range(clients)))
+    wall = time.perf_counter() - started
     return percentiles(latencies) | {"requests": len(latencies), "per_second": len(latencies) / wall}
 
 

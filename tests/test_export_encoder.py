@@ -46,6 +46,7 @@ def test_other_encoders_ship_settings_or_nothing() -> None:
     assert text_encoder_from_manifest(Path("unused"), none) is None
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_minilm_exports_within_1e4_on_real_product_titles(shared_data: Path, tmp_path: Path) -> None:
     """The packaged all-MiniLM-L6-v2 on 1,000 real product descriptions (UCI Online Retail)."""
