@@ -10,7 +10,14 @@ from agents.base import (
     deterministic_topk,
     load_policy,
 )
-from agents.baselines import CosinePolicy, LogFittedPolicy, PopularityPolicy, RandomPolicy, cosine_scores
+from agents.baselines import (
+    BuyAgainPolicy,
+    CosinePolicy,
+    LogFittedPolicy,
+    PopularityPolicy,
+    RandomPolicy,
+    cosine_scores,
+)
 from agents.cf import ALSPolicy, ItemKNNPolicy, als_factors
 from agents.features import BLOCKS, CandidateFeatures, SlotCredit, slot_credit
 from agents.linear import EpsilonGreedyRanker, LinearBandit, LinTSRanker, LinUCBRanker
@@ -23,6 +30,7 @@ from agents.toy import OnlineTrace, ToyRankingProblem, run_online
 __all__ = [
     "ALSPolicy",
     "BLOCKS",
+    "BuyAgainPolicy",
     "CandidateFeatures",
     "CosinePolicy",
     "EpsilonGreedyRanker",

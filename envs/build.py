@@ -64,8 +64,9 @@ def make_encoder(name: str | TextEncoder | ItemEncoder,
                  cache_dir: str | Path | None = None) -> TextEncoder | ItemEncoder:
     """An encoder by name, or an encoder object returned as is.
 
-    Names: "minilm" (the packaged BERT model, cached on disk under ``cache_dir`` if given) and
-    "hashing" (fast, no weights; for tests and quick runs).
+    Names: "minilm" (the packaged BERT model, cached on disk under ``cache_dir`` if given),
+    "hashing" (fast, no weights; for tests and quick runs) and "features" (items without text: their
+    feature columns, :class:`~encoders.FeatureEncoder`, fitted when used).
     """
     if not isinstance(name, str):
         return name
@@ -75,7 +76,11 @@ def make_encoder(name: str | TextEncoder | ItemEncoder,
         from encoders.bert import BertEncoder
 
         return cached_encoder(BertEncoder(), cache_dir)
-    raise ConfigError(f"unknown encoder {name!r}; use 'minilm', 'hashing' or pass an encoder object")
+    if name == "features":
+        from encoders import FeatureEncoder
+
+        return FeatureEncoder()
+    raise ConfigError(f"unknown encoder {name!r}; use 'minilm', 'hashing', 'features' or pass an encoder object")
 
 
 def setup_world(config: WorldConfig | None = None, *, encoder: str | TextEncoder = "hashing", dim: int | None = None,

@@ -15,6 +15,7 @@ from shopgym.threads import passive_omp_waits
 passive_omp_waits()  # before any subcommand imports torch: no spinning threads on a busy machine
 
 from shopgym.cli import data as data_cmd  # noqa: E402
+from shopgym.cli import evaluate as evaluate_cmd  # noqa: E402
 from shopgym.cli import export as export_cmd  # noqa: E402
 from shopgym.cli import fit as fit_cmd  # noqa: E402
 from shopgym.cli import ope as ope_cmd  # noqa: E402
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit_cmd.register(commands)
     data_cmd.register(commands)
     ope_cmd.register(commands)
+    evaluate_cmd.register(commands)
     simulate_cmd.register(commands)
     sweep_cmd.register(commands)
     export_cmd.register(commands)

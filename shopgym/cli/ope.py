@@ -141,16 +141,6 @@ def _policy(spec: str, seed: int) -> Any:
                       "that name exists")
 
 
-def _encoder(name: str) -> Any:
-    if name == "features":
-        from encoders import FeatureEncoder
-
-        return FeatureEncoder()
-    from envs.build import make_encoder
-
-    return make_encoder(name)
-
-
 def _check_args(args: argparse.Namespace) -> None:
     if not 0.0 < args.test_fraction <= 1.0:
         raise ConfigError(f"--test-fraction must be in (0, 1] (1: evaluate every request); got {args.test_fraction}")
@@ -167,6 +157,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from envs.build import make_encoder
     from shopgym.app.offline import evaluate_policy_on_logs
     from shopgym.data import LoggedData
     from shopgym.data.io import atomic_write, check_writable_folder, write_json
@@ -187,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every warning is part of the printed report
         evaluation = evaluate_policy_on_logs(
-            data, policy, reward=args.reward, candidates=args.candidates, encoder=_encoder(args.encoder),
+            data, policy, reward=args.reward, candidates=args.candidates, encoder=make_encoder(args.encoder),
             attribute_weight=args.attribute_weight, test_fraction=args.test_fraction, estimators=estimators,
             use_reward_model=not args.no_reward_model, n_policy_samples=args.n_policy_samples,
             n_resamples=args.n_resamples, alpha=args.alpha, seed=args.seed, policy_name=policy_name,
