@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -180,3 +181,59 @@ def test_help_explains_the_command() -> None:
     for text in ("usage: shopgym ope", "--candidates", "--test-fraction", "propensit", "Exit status", "results.csv",
                  "logging"):
         assert text in result.stdout
+
+
+# ---------------------------------------------------------------------------------- OPE that refuses nonsense
+def test_a_positives_only_log_is_refused_with_what_to_do(logs_dir: Path, tmp_path: Path, capsys) -> None:
+    data = LoggedData.load(logs_dir)
+    inter = data.interactions[data.interactions["clicked"] == 1].drop(columns=["propensity", "slate_propensity"])
+    inter = inter.assign(position=1, request_id=[f"p{i}" for i in range(len(inter))])
+    folder = tmp_path / "purchases"
+    LoggedData.from_frames(data.items, inter, name="purchases-only").save(folder)
+    assert main(["ope", str(folder), "--policy", "popularity", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "positive events only" in err and "shopgym evaluate" in err
+
+
+def test_a_constant_reward_is_refused(logs_dir: Path, tmp_path: Path, capsys) -> None:
+    data = LoggedData.load(logs_dir)
+    folder = tmp_path / "no_purchase"
+    LoggedData.from_frames(data.items, data.interactions.assign(purchased=0), name="no-purchase").save(folder)
+    assert main(["ope", str(folder), "--policy", "popularity", "--reward", "purchased", *FAST]) == 2
+    assert "--reward purchased is 0 on every one of" in capsys.readouterr().err
+
+
+def test_a_small_evaluated_share_and_impossible_values_are_flagged() -> None:
+    from types import SimpleNamespace
+
+    from shopgym.app.offline import implausible_estimates
+
+    req = SimpleNamespace(reward=np.array([[0.0, 1.0], [0.0, 0.0]]), mask=None)
+    ok = SimpleNamespace(estimator="ips", value=0.4, error=None)
+    below = SimpleNamespace(estimator="dr", value=-0.155, error=None)
+    above = SimpleNamespace(estimator="ips", value=2.5, error=None)
+    diag = SimpleNamespace(ess_fraction=0.5, ess=100.0)
+    report = SimpleNamespace(results=(ok, below, above), diagnostics=diag, extra_diagnostics=(), n_rounds=200)
+    found = implausible_estimates(report, req, 2)
+    assert len(found) == 2 and "dr = -0.155 is outside" in found[0] and "reward model extrapolates" in found[0]
+    assert "ips = 2.5 is outside" in found[1]
+    tiny = SimpleNamespace(ess_fraction=0.002, ess=0.4)
+    found = implausible_estimates(SimpleNamespace(results=(ok,), diagnostics=tiny, extra_diagnostics=(tiny,),
+                                                  n_rounds=200), req, 2)
+    assert len(found) == 1 and "effective sample of at most 0" in found[0]
+
+
+def test_pages_left_out_are_counted_in_a_warning(logs_dir: Path, tmp_path: Path, capsys) -> None:
+    data = LoggedData.load(logs_dir)
+    inter = data.interactions
+    # pages of three sizes: 40% keep every slot, 30% lose the last, 30% the last two: 60% are left out
+    k = int(inter["position"].max())
+    ids = inter["request_id"].drop_duplicates().sample(frac=1.0, random_state=0).to_numpy()
+    cut = pd.Series(np.where(np.arange(len(ids)) < 0.4 * len(ids), 0,
+                             np.where(np.arange(len(ids)) < 0.7 * len(ids), 1, 2)), index=ids)
+    keep = inter["position"].to_numpy() <= k - cut.loc[inter["request_id"]].to_numpy()
+    folder = tmp_path / "ragged"
+    LoggedData.from_frames(data.items, inter[keep], name="ragged").save(folder)
+    assert main(["ope", str(folder), "--policy", "popularity", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "warning: evaluated pages: only" in out and "were left out because their slots" in out

@@ -336,6 +336,56 @@ class PolicyEvaluation:
         return "\n".join([head, "", body, *extra])
 
 
+def refuse_uninformative(data: LoggedData, reward: str) -> None:
+    """Stop when no estimate on ``data`` can mean anything.
+
+    Raises:
+        ConfigError: the ``reward`` column is constant (every policy would get the same value), or the log
+            holds positive events only (every row clicked: no impressions, so nothing says what a ranking
+            changes), naming what to do instead.
+    """
+    inter = data.interactions
+    if S.CLICKED in inter.columns and len(inter) and bool((inter[S.CLICKED] == 1).all()):
+        raise ConfigError(
+            f"{data.name}: every one of the {len(inter):,} rows is clicked: the log holds positive events only "
+            "(e.g. purchases without the pages they were bought from), so it cannot say how a different ranking "
+            "would have done; off-policy evaluation needs impressions. Use `shopgym evaluate` for offline "
+            "ranking metrics (HR/NDCG of later purchases) on such a log")
+    values = inter[reward].fillna(0).to_numpy(dtype=np.float64)
+    if len(values) and float(values.min()) == float(values.max()):
+        raise ConfigError(
+            f"{data.name}: --reward {reward} is {values[0]:g} on every one of the {len(values):,} rows, so every "
+            "policy has the same value and no estimator can tell them apart; choose a --reward that varies "
+            f"({', '.join(c for c in (S.CLICKED, S.CARTED, S.PURCHASED, S.REVENUE) if c in inter.columns)})")
+
+
+def implausible_estimates(report: OPEReport, req: LoggedRequests, k: int) -> list[str]:
+    """Warnings for estimates outside the reward's range and for importance weights with almost no data.
+
+    A page's value lies between K times the smallest and K times the largest logged reward per slot (the
+    logged positions for partial pages); an estimate outside is extrapolation (DM, DR) or variance (IPS).
+    """
+    found: list[str] = []
+    slots = req.mask.sum(axis=1).mean() if req.mask is not None else float(k)
+    r_low, r_high = min(float(req.reward.min()), 0.0), float(req.reward.max())
+    low, high = slots * r_low, slots * r_high
+    for row in report.results:
+        if row.error is None and np.isfinite(row.value) and not low - 1e-9 <= row.value <= high + 1e-9:
+            found.append(f"{row.estimator} = {row.value:.4g} is outside the range a page's value can take "
+                         f"([{low:.4g}, {high:.4g}]: {slots:.3g} slots of rewards in [{r_low:.4g}, {r_high:.4g}]); "
+                         + ("its reward model extrapolates: trust IPS-type estimates or improve the model"
+                            if "dr" in row.estimator or row.estimator == "dm" else
+                            "its weights are too variable for this sample"))
+    diagnostics = [report.diagnostics, *report.extra_diagnostics]
+    fractions = [d.ess_fraction for d in diagnostics if np.isfinite(d.ess_fraction)]
+    if fractions and max(fractions) < 0.01:
+        best = max(d.ess for d in diagnostics if np.isfinite(d.ess))
+        found.append(f"every importance weighting leaves an effective sample of at most {best:.0f} of "
+                     f"{report.n_rounds:,} pages (< 1%): the IPS-type estimates and their intervals rest on a handful "
+                     "of pages; the logging policy rarely did what this policy does")
+    return found
+
+
 def _check_options(candidates: str, test_fraction: float, n_policy_samples: int, n_folds: int) -> None:
     check_choice(candidates, "candidates", CANDIDATE_SETS)
     check_float(test_fraction, "test_fraction", min_value=0.0, min_inclusive=False, max_value=1.0)
@@ -471,6 +521,7 @@ def evaluate_policy_on_logs(
         ShopgymError: the policy or the encoder rejects the data (their messages say why).
     """
     _check_options(candidates, test_fraction, n_policy_samples, n_folds)
+    refuse_uninformative(data, reward)
     is_logging = isinstance(policy, str)
     if is_logging and policy != LOGGING:
         raise ConfigError(f"`policy` must be a RankingPolicy or {LOGGING!r}; got {policy!r}")
@@ -590,6 +641,15 @@ def evaluate_policy_on_logs(
     model_label = f"{model.name} ({n_folds}-fold cross-fitted over requests)" if use_model else None
     report = evaluate_ranking(inputs, estimators=estimators, n_resamples=n_resamples, alpha=alpha, seed=seed,
                               n_jobs=n_jobs, warn=False, reward_model=model_label, notes=notes)
+    n_test = test.n_requests
+    if n < 0.5 * n_test:
+        found.append(
+            f"evaluated pages: only {n:,} of the {n_test:,} requests of the evaluated part ({n / n_test:.0%}); "
+            + (f"{req.n_dropped:,} were left out because their slots are not exactly positions 1..{k} (the most "
+               "common page size); --candidates catalog evaluates every request" if candidates == "shown" else
+               f"{req.n_dropped:,} were left out for positions beyond {k}")
+            + ". The estimate describes those pages only")
+    found.extend(implausible_estimates(report, req, k))
     for message in found:
         warnings.warn(message, CandidateSetWarning, stacklevel=2)
     encoder_id = str(getattr(encoder, "identity", type(encoder).__name__))
