@@ -41,7 +41,8 @@ def _rows(out: Path) -> pd.DataFrame:
 
 def test_popularity_writes_table_csv_markdown_and_json(logs_dir, tmp_path, capsys) -> None:
     out = tmp_path / "pop"
-    assert main(["ope", str(logs_dir), "--policy", "popularity", "--out", str(out), *FAST]) == 0
+    assert main(["ope", str(logs_dir), "--policy", "popularity", "--candidates", "shown", "--out", str(out),
+                 *FAST]) == 0
     printed = capsys.readouterr().out
     assert "Off-policy evaluation of `popularity`" in printed and "| dr |" in printed and "95% bootstrap CI" in printed
     rows = _rows(out)
@@ -234,6 +235,51 @@ def test_pages_left_out_are_counted_in_a_warning(logs_dir: Path, tmp_path: Path,
     keep = inter["position"].to_numpy() <= k - cut.loc[inter["request_id"]].to_numpy()
     folder = tmp_path / "ragged"
     LoggedData.from_frames(data.items, inter[keep], name="ragged").save(folder)
-    assert main(["ope", str(folder), "--policy", "popularity", *FAST]) == 0
+    assert main(["ope", str(folder), "--policy", "popularity", "--candidates", "shown", *FAST]) == 0
     out = capsys.readouterr().out
     assert "warning: evaluated pages: only" in out and "were left out because their slots" in out
+
+
+def test_defaults_are_chosen_from_the_log_and_one_headline_leads(logs_dir: Path, tmp_path: Path, capsys) -> None:
+    """The built-in shop's logging policy chose among ~30 items and showed 10: catalog; items have text: hashing.
+    A headline with its interval and reason comes before the table."""
+    out = tmp_path / "auto"
+    assert main(["ope", str(logs_dir), "--policy", "random", "--out", str(out), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "- chosen: --candidates catalog (the propensities say the logging policy chose each slot among" in printed
+    assert "- chosen: --encoder hashing (100% of the items have text)" in printed
+    head = printed.split("| estimator |")[0]
+    assert head.count("**") == 2 and "per page (95% interval)" in head and "Assumes" in head
+    report = json.loads((out / "report.json").read_text())
+    assert report["candidates"] == "catalog" and report["headline"]["estimator"] in ("dr", "snips", "dm")
+    # the random policy's value is known here: the logging policy's candidates are a superset, so IPS with
+    # the whole catalog covers the logged mean times the share it can reach; at least the headline is a value
+    by_name = {r["estimator"]: r for r in report["results"]}
+    assert by_name[report["headline"]["estimator"]]["estimate"] is not None
+
+
+def test_logs_without_item_text_choose_the_feature_encoder() -> None:
+    from shopgym.app.offline import auto_candidates, auto_encoder
+
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "text": ["", "", ""], "colour": ["red", "blue", "red"]})
+    inter = pd.DataFrame({"request_id": ["r1", "r2", "r2"], "timestamp": 0, "position": [1, 1, 2],
+                          "item_id": ["a", "b", "c"], "clicked": [0, 1, 0], "propensity": [0.3, 0.3, 0.3]})
+    data = LoggedData.from_frames(items, inter, name="no-text")
+    assert auto_encoder(data)[0] == "features"
+    choice, why = auto_candidates(data)
+    assert choice == "catalog" and "different sizes" in why
+
+
+@pytest.mark.shared_data
+def test_obd_random_log_with_defaults_headline_covers_the_logged_ctr(shared_data: Path, tmp_path: Path) -> None:
+    """OBD's random logger chose uniformly among 80 items: the random policy's value is the logged CTR."""
+    folder = tmp_path / "obd"
+    assert main(["data", "convert", "--format", "obd", str(shared_data / "obd" / "random" / "all"), "--out",
+                 str(folder)]) == 0
+    out = tmp_path / "random"
+    assert main(["ope", str(folder), "--policy", "random", "--out", str(out), *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["candidates"] == "catalog" and report["encoder"].startswith("features")
+    head = {r["estimator"]: r for r in report["results"]}[report["headline"]["estimator"]]
+    interval = {i["method"]: i for i in head["intervals"]}["bootstrap"]
+    assert interval["low"] <= report["logged_mean"] <= interval["high"], (head, report["logged_mean"])

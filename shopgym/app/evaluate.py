@@ -35,22 +35,24 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from agents.base import RankingContext, RankingPolicy
 from encoders.base import ItemEncoder, TextEncoder, l2_normalize
 from encoders.profiles import population_default, vector
-from envs.space import ItemSpace, UserTable
 from shopgym.checks import check_choice, check_int
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError, DataFormatError
 from shopgym.numeric import topk
+
+if TYPE_CHECKING:  # the command line reads this module's constants without loading the agents (PyTorch)
+    from agents.base import RankingPolicy
+    from envs.space import UserTable
 
 #: policies ``shopgym evaluate`` can fit from a log, in report order
 POLICIES: tuple[str, ...] = ("buy_again", "popularity", "item_knn", "als", "cosine", "random")
@@ -96,6 +98,8 @@ def next_item_split(logs: LoggedData, *, target: str = "purchase", test_fraction
         DataFormatError: the log has no ``user_id`` column or no ``target`` column.
         ConfigError: no shopper of the test part has both a training history and a target event.
     """
+    from envs.space import UserTable
+
     check_choice(target, "target", tuple(TARGETS))
     for part in (logs, test):
         if part is not None and S.USER_ID not in part.interactions.columns:
@@ -215,6 +219,9 @@ def evaluate_offline(split: NextItemSplit, encoder: TextEncoder | ItemEncoder, *
 
     A policy that cannot be fitted on this log (e.g. too few interactions) gets an error entry, not a crash.
     """
+    from agents.base import RankingContext
+    from envs.space import ItemSpace
+
     check_int(k, "k", min_value=1)
     item_index = split.train.item_index()
     n_items = len(item_index)

@@ -316,6 +316,22 @@ class PolicyEvaluation:
     encoder: str
     pool_size: np.ndarray | None
     warnings: tuple[str, ...] = ()
+    headline: tuple[str, str] | None = None
+    choices: tuple[str, ...] = ()
+
+    def headline_text(self) -> str | None:
+        """One line: the estimate reported first, its interval, why it was chosen and what it assumes."""
+        if self.headline is None:
+            return None
+        name, why = self.headline
+        row = next(r for r in self.report.results if r.estimator == name)
+        interval = next((i for i in row.intervals if i.method == "bootstrap"), row.intervals[0] if row.intervals
+                        else None)
+        span = f" [{interval.low:.4g}, {interval.high:.4g}]" if interval is not None else ""
+        family = "rips" if "rips" in name else "sips" if "sips" in name else "dr" if "dr" in name else \
+            "dm" if name == "dm" else "ips"
+        return (f"**{name.upper()} = {row.value:.4g}{span}** {self.reward} per page ({1 - self.report.alpha:.0%} "
+                f"interval): {why}. Assumes {ASSUMPTIONS[family]}.")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form: the report's fields plus the run's settings."""
@@ -325,6 +341,9 @@ class PolicyEvaluation:
             "n_dropped": self.n_dropped, "n_fit_requests": self.n_fit_requests, "split_time": self.split_time,
             "encoder": self.encoder, "pool_size": None if self.pool_size is None else self.pool_size.tolist(),
             "warnings": list(self.warnings),
+            "headline": None if self.headline is None else {"estimator": self.headline[0],
+                                                             "reason": self.headline[1]},
+            "choices": list(self.choices),
         }
 
     def to_markdown(self, digits: int = 4) -> str:
@@ -333,7 +352,81 @@ class PolicyEvaluation:
                 f"{self.candidates})")
         body = self.report.to_markdown(digits)
         extra = [f"- warning: {w}" for w in self.warnings]
-        return "\n".join([head, "", body, *extra])
+        top = [line for line in (self.headline_text(),) if line]
+        chosen = [f"- chosen: {c}" for c in self.choices]
+        return "\n".join([head, "", *top, *([""] if top else []), body, *chosen, *extra])
+
+
+def auto_candidates(data: LoggedData) -> tuple[str, str]:
+    """``"shown"`` or ``"catalog"`` for ``data``, and why (one sentence).
+
+    ``"shown"`` only when every request's slots are positions 1..K of one page size and the logged
+    propensities say the logging policy chose among about the items it showed (estimated candidates per slot,
+    the mean of 1/propensity, at most 1.5 K); otherwise re-ranking the shown items is not a policy the logging
+    policy could have run, and the whole catalog is the well-defined choice.
+    """
+    inter = data.interactions
+    per_request = inter.groupby(S.REQUEST_ID, sort=False)[S.POSITION].agg(["max", "count"])
+    k = int(per_request["max"].max())
+    if not ((per_request["max"] == k) & (per_request["count"] == k)).all():
+        return "catalog", "pages of different sizes or with missing positions (not every request shows 1..K)"
+    if S.PROPENSITY in inter.columns:
+        pool = float((1.0 / inter[S.PROPENSITY].to_numpy(dtype=np.float64)).mean())
+        if pool > 1.5 * k:
+            return "catalog", (f"the propensities say the logging policy chose each slot among about {pool:.3g} "
+                               f"items but showed {k}")
+        return "shown", f"the logging policy chose among about the {k} items it showed (mean 1/propensity {pool:.3g})"
+    return "shown", "no propensities to tell how many items the logging policy chose from"
+
+
+def auto_encoder(data: LoggedData) -> tuple[str, str]:
+    """``"hashing"`` for items with text, ``"features"`` for items without, and why."""
+    text = data.items[S.TEXT].fillna("").astype(str).str.strip()
+    share = float((text != "").mean()) if len(text) else 0.0
+    if share >= 0.5:
+        return "hashing", f"{share:.0%} of the items have text"
+    return "features", f"only {share:.0%} of the items have text: their feature columns"
+
+
+#: how each estimator family reads the log (the assumption behind a headline)
+ASSUMPTIONS = {
+    "ips": "per-slot weights: a slot's reward depends only on the item at that slot (independent/position-based "
+           "clicks)",
+    "sips": "whole-page weights: no click model, but the page must match exactly",
+    "dr": "per-slot weights plus a reward model: unbiased if either the propensities or the model are right, under "
+          "independent/position-based clicks",
+    "dm": "the reward model alone: right only as far as the model is",
+    "rips": "prefix weights: cascade clicks (a slot's reward depends on the items above it)",
+}
+
+
+def choose_headline(report: OPEReport, req: LoggedRequests, k: int, is_logging: bool) -> tuple[str, str] | None:
+    """The estimator to report first and why, from the diagnostics (None when nothing ran).
+
+    The logging policy itself: IPS (weights 1: the logged mean). Otherwise DR when it ran and its value is
+    possible (inside the reward's range) with enough weight information (effective sample >= 1%); else
+    self-normalised IPS when the weights carry that information; else DM (the weights carry almost none).
+    """
+    ran = {r.estimator: r for r in report.results if r.error is None and np.isfinite(r.value)}
+    if not ran:
+        return None
+    if is_logging and "ips" in ran:
+        return "ips", "the logging policy itself: importance weights are 1, so IPS is the logged mean"
+    slots = req.mask.sum(axis=1).mean() if req.mask is not None else float(k)
+    low, high = slots * min(float(req.reward.min()), 0.0), slots * float(req.reward.max())
+    ess = report.diagnostics.ess_fraction if np.isfinite(report.diagnostics.ess_fraction) else 0.0
+    possible = {name: r for name, r in ran.items() if low - 1e-9 <= r.value <= high + 1e-9}
+    if "dr" in possible and ess >= 0.01:
+        return "dr", f"doubly robust, in range, effective sample {ess:.1%} of the pages"
+    if "snips" in possible and ess >= 0.01:
+        why = "DR did not run" if "dr" not in ran else "DR is outside the possible range"
+        return "snips", f"{why}; self-normalised IPS with an effective sample of {ess:.1%} of the pages"
+    if "dm" in possible:
+        return "dm", (f"the importance weights keep {ess:.1%} effective pages: too few to trust; the reward "
+                      "model's estimate instead, whose interval covers sampling noise only, not the model's bias "
+                      "(prefer the simulator for a policy the logs never tried)")
+    name = next(iter(possible or ran))
+    return name, "the only estimate available"
 
 
 def refuse_uninformative(data: LoggedData, reward: str) -> None:
@@ -654,4 +747,5 @@ def evaluate_policy_on_logs(
         warnings.warn(message, CandidateSetWarning, stacklevel=2)
     encoder_id = str(getattr(encoder, "identity", type(encoder).__name__))
     return PolicyEvaluation(report, name, reward, candidates, method, n, req.n_dropped,
-                            train.n_requests if train is not None else 0, split_time, encoder_id, pool, tuple(found))
+                            train.n_requests if train is not None else 0, split_time, encoder_id, pool, tuple(found),
+                            choose_headline(report, req, k, is_logging))

@@ -80,16 +80,18 @@ def register(commands: Any) -> None:
         "ips/snips/... are applied slot by slot (ips equals iips, snips equals sniips); rips needs cascade "
         "propensities, which the format does not carry",
     )
-    parser.add_argument("--candidates", choices=("shown", "catalog"), default="shown",
+    parser.add_argument("--candidates", choices=("auto", "shown", "catalog"), default="auto",
                         help="what the policy chooses from: the logged page's items (re-ranking) or the whole "
-                        "catalog (default: shown)")
+                        "catalog; auto (default): shown only when every page shows positions 1..K and the "
+                        "propensities say the logging policy chose among about the items it showed, else catalog")
     parser.add_argument("--test-fraction", type=float, default=0.3,
                         help="share of the requests (the latest) to evaluate, in (0, 1]; the rest fits policies, "
                         "profiles and popularity (default: 0.3)")
-    parser.add_argument("--encoder", default="hashing", choices=ENCODERS,
+    parser.add_argument("--encoder", default="auto", choices=("auto", *ENCODERS),
                         help="item/query vectors: hashing (fast, no weights), minilm (the packaged "
                         "all-MiniLM-L6-v2), features (items' feature columns; for logs without item text such as "
-                        "OBD) (default: hashing). Use the encoder the saved policy was trained with")
+                        "OBD); auto (default): hashing when most items have text, else features. Use the encoder "
+                        "the saved policy was trained with")
     parser.add_argument("--attribute-weight", type=float, default=0.0,
                         help="weight of the item-attribute block appended to text vectors, as in the simulator "
                         "(default: 0)")
@@ -173,6 +175,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.reward not in data.interactions.columns:
         raise ConfigError(f"--reward {args.reward}: the interactions of {args.data} have no '{args.reward}' column "
                           f"(columns: {', '.join(map(str, data.interactions.columns))})")
+    from dataclasses import replace
+
+    from shopgym.app.offline import auto_candidates, auto_encoder
+
+    choices = []
+    if args.candidates == "auto":
+        args.candidates, why = auto_candidates(data)
+        choices.append(f"--candidates {args.candidates} ({why})")
+    if args.encoder == "auto":
+        args.encoder, why = auto_encoder(data)
+        choices.append(f"--encoder {args.encoder} ({why})")
     policy = _policy(args.policy, args.seed)
     policy_name = args.policy if args.policy in BUILTIN_POLICIES else Path(args.policy).name
     with warnings.catch_warnings():
@@ -183,6 +196,7 @@ def _run(args: argparse.Namespace) -> int:
             use_reward_model=not args.no_reward_model, n_policy_samples=args.n_policy_samples,
             n_resamples=args.n_resamples, alpha=args.alpha, seed=args.seed, policy_name=policy_name,
         )
+    evaluation = replace(evaluation, choices=tuple(choices))
     seconds = time.perf_counter() - t0
     markdown = evaluation.to_markdown()
     print(markdown)
