@@ -18,9 +18,9 @@ from scipy.special import expit
 
 from shopgym.errors import ConfigError
 
-__all__ = ["epsilon_mixture_propensities", "logistic_newton", "plackett_luce_log_prob", "plackett_luce_marginals",
-           "plackett_luce_sample", "poisson_binomial_head", "principal_directions", "topk", "uniform_rankings",
-           "uniform_ranking_probability"]
+__all__ = ["epsilon_mixture_prefix_propensities", "epsilon_mixture_propensities", "logistic_newton",
+           "plackett_luce_log_prob", "plackett_luce_marginals", "plackett_luce_sample", "poisson_binomial_head",
+           "principal_directions", "topk", "uniform_rankings", "uniform_ranking_probability"]
 
 
 def topk(scores: np.ndarray, k: int) -> np.ndarray:
@@ -139,6 +139,31 @@ def epsilon_mixture_propensities(slots: np.ndarray, greedy: np.ndarray, epsilon:
     propensity = np.where(same, 1.0 - epsilon, 0.0) + epsilon / n
     slate = np.where(same.all(axis=1), 1.0 - epsilon, 0.0) + epsilon * uniform_ranking_probability(n, slots.shape[1])
     return propensity, slate
+
+
+def epsilon_mixture_prefix_propensities(slots: np.ndarray, greedy: np.ndarray, epsilon: float,
+                                         n: int) -> np.ndarray:
+    r"""Exact probabilities of every shown prefix (slots 1..k) under "greedy, else uniformly random".
+
+    Note:
+        .. math:: P(\sigma_{1..k}) = (1-\epsilon)\,[\sigma_{1..k} = \sigma^g_{1..k}] + \epsilon \frac{(N-k)!}{N!}
+
+        (the last column is the page's probability of :func:`epsilon_mixture_propensities`).
+
+    Args:
+        slots: (B, K) shown column indices.
+        greedy: (B, K) the greedy ranking's columns.
+        epsilon: exploration probability in [0, 1].
+        n: N, candidates per request.
+
+    Returns:
+        (B, K) float64.
+    """
+    slots, greedy = np.asarray(slots), np.asarray(greedy)
+    k = slots.shape[1]
+    uniform = np.exp(np.array([lgamma(n - j + 1) - lgamma(n + 1) for j in range(1, k + 1)]))
+    same = np.cumprod(slots == greedy, axis=1).astype(bool)
+    return np.where(same, 1.0 - epsilon, 0.0) + epsilon * uniform[None, :]
 
 
 def poisson_binomial_head(q: np.ndarray, k: int) -> np.ndarray:

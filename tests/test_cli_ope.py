@@ -47,7 +47,7 @@ def test_popularity_writes_table_csv_markdown_and_json(logs_dir, tmp_path, capsy
     assert "Off-policy evaluation of `popularity`" in printed and "| dr |" in printed and "95% bootstrap CI" in printed
     rows = _rows(out)
     assert list(rows.index) == ["dm", "ips", "clipped_ips", "snips", "dr", "sndr", "switch_dr", "dr_os", "sips",
-                                "snsips"]
+                                "snsips", "rips", "snrips"]
     assert rows[["estimate", "bootstrap_low", "bootstrap_high", "normal_low", "normal_high"]].notna().all().all()
     assert (rows["bootstrap_low"] <= rows["estimate"] + 1e-12).all()
     report = json.loads((out / "report.json").read_text(), parse_constant=pytest.fail)  # strict: no NaN
@@ -283,3 +283,35 @@ def test_obd_random_log_with_defaults_headline_covers_the_logged_ctr(shared_data
     head = {r["estimator"]: r for r in report["results"]}[report["headline"]["estimator"]]
     interval = {i["method"]: i for i in head["intervals"]}["bootstrap"]
     assert interval["low"] <= report["logged_mean"] <= interval["high"], (head, report["logged_mean"])
+
+
+def test_cascade_estimators_run_from_the_logs_prefix_propensities(logs_dir: Path, tmp_path: Path) -> None:
+    data = LoggedData.load(logs_dir)
+    inter = data.interactions
+    last = inter[inter["position"] == inter["position"].max()]
+    np.testing.assert_allclose(last["prefix_propensity"], last["slate_propensity"])
+    first = inter[inter["position"] == 1]
+    assert (first["prefix_propensity"] >= first["slate_propensity"] - 1e-12).all()
+    out = tmp_path / "rips"
+    assert main(["ope", str(logs_dir), "--policy", "random", "--candidates", "shown", "--out", str(out), *FAST]) == 0
+    rows = {r["estimator"]: r for r in json.loads((out / "report.json").read_text())["results"]}
+    assert rows["rips"]["error"] is None and rows["snrips"]["error"] is None and rows["rips"]["estimate"] > 0
+    # without the column the rows say what is missing
+    folder = tmp_path / "no_prefix"
+    LoggedData.from_frames(data.items, inter.drop(columns=["prefix_propensity"]), name="no-prefix").save(folder)
+    out2 = tmp_path / "rips2"
+    assert main(["ope", str(folder), "--policy", "random", "--out", str(out2), *FAST]) == 0
+    rows = {r["estimator"]: r for r in json.loads((out2 / "report.json").read_text())["results"]}
+    assert "prefix_propensity" in rows["rips"]["error"]
+
+
+def test_a_bad_prefix_propensity_is_refused_naming_the_column(logs_dir: Path, tmp_path: Path, capsys) -> None:
+    data = LoggedData.load(logs_dir)
+    inter = data.interactions.copy()
+    inter.loc[inter.index[3], "prefix_propensity"] = 1.5
+    folder = tmp_path / "bad_prefix"
+    folder.mkdir()
+    data.items.to_parquet(folder / "items.parquet")
+    inter.to_parquet(folder / "interactions.parquet")
+    assert main(["data", "validate", str(folder)]) == 2
+    assert "prefix_propensity" in capsys.readouterr().err

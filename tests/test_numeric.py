@@ -10,6 +10,7 @@ from scipy.special import expit, softmax
 
 from shopgym.errors import ConfigError
 from shopgym.numeric import (
+    epsilon_mixture_prefix_propensities,
     epsilon_mixture_propensities,
     logistic_newton,
     plackett_luce_log_prob,
@@ -251,3 +252,17 @@ def test_epsilon_mixture_propensities_match_frequencies() -> None:
         same_slot = (slots == slots[row]).mean(axis=0)
         np.testing.assert_allclose(prop[row], same_slot, atol=5e-3)
         np.testing.assert_allclose(slate[row], (slots == slots[row]).all(axis=1).mean(), atol=5e-3)
+
+
+def test_epsilon_mixture_prefix_propensities_match_frequencies() -> None:
+    rng = np.random.default_rng(4)
+    n, k, eps, draws = 5, 3, 0.5, 200_000
+    greedy = np.array([[2, 0, 4]])
+    explore = rng.random(draws) < eps
+    slots = np.where(explore[:, None], uniform_rankings(rng, draws, n, k), greedy)
+    for row in (0, int(np.flatnonzero(explore)[0])):
+        prefix = epsilon_mixture_prefix_propensities(slots[row:row + 1], greedy, eps, n)[0]
+        freq = [(slots[:, :j + 1] == slots[row, :j + 1]).all(axis=1).mean() for j in range(k)]
+        np.testing.assert_allclose(prefix, freq, atol=4e-3)
+        _, slate = epsilon_mixture_propensities(slots[row:row + 1], greedy, eps, n)
+        assert prefix[-1] == pytest.approx(slate[0])

@@ -242,6 +242,10 @@ def test_the_served_log_is_a_dataset_with_feedback_joined(exported: Path, tmp_pa
     assert (row["clicked"], row["carted"], row["purchased"], row["revenue"]) == (1, 1, 1, 9.5)
     assert frame["clicked"].sum() == 1
     assert frame["propensity"].between(0, 1, inclusive="right").all()
+    last = frame[frame["position"] == 4]
+    np.testing.assert_allclose(last["prefix_propensity"], last["slate_propensity"])  # the whole page's prefix
+    assert frame.groupby("request_id")["prefix_propensity"].apply(lambda p: bool((np.diff(p.to_numpy()) <= 1e-12)
+                                                                                 .all())).all()
     anon = frame[frame["request_id"] == answers[0]["request_id"]]["user_id"].iloc[0]
     assert anon == f"anonymous-{answers[0]['request_id']}"
     assert frame[frame["request_id"] == answers[1]["request_id"]]["user_id"].iloc[0] == users[1]

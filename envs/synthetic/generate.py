@@ -36,6 +36,7 @@ class _Pages:
     purchased: list[np.ndarray]
     propensity: list[np.ndarray]
     slate_propensity: list[np.ndarray]
+    prefix_propensity: list[np.ndarray]
 
 
 def logging_policy_for(world: SyntheticWorld) -> EpsilonGreedyLoggingPolicy:
@@ -62,7 +63,7 @@ def generate_logs(world: SyntheticWorld, n_slots: int | None = None, *, progress
     policy = logging_policy_for(world)
     k, n = cfg.slate_size, cfg.n_candidates
     exam = world.examination_probs(k)
-    pages = _Pages([], [], [], [], [], [], [], [])
+    pages = _Pages([], [], [], [], [], [], [], [], [])
     session_users: list[np.ndarray] = []
     session_queries: list[np.ndarray] = []
     produced = 0
@@ -100,6 +101,7 @@ def generate_logs(world: SyntheticWorld, n_slots: int | None = None, *, progress
             pages.purchased.append(purchased)
             pages.propensity.append(logged.propensity)
             pages.slate_propensity.append(logged.slate_propensity)
+            pages.prefix_propensity.append(logged.prefix_propensity)
 
             dwell = rng.exponential(MEAN_PAGE_SECONDS, len(active)) + CLICK_SECONDS * clicked.sum(axis=1)
             clock[active] += dwell
@@ -154,6 +156,7 @@ def _to_logged(
         S.QUERY: session_queries[session][request],
         S.PROPENSITY: slots(pages.propensity),
         S.SLATE_PROPENSITY: np.repeat(np.concatenate(pages.slate_propensity)[keep][order], k),
+        S.PREFIX_PROPENSITY: slots(pages.prefix_propensity),
     })
     meta = {
         "generator": "shopgym synthetic shop world",

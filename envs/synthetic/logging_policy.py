@@ -22,7 +22,13 @@ import numpy as np
 
 from envs.synthetic.world import Intent, SyntheticWorld
 from shopgym.errors import ConfigError
-from shopgym.numeric import topk, uniform_ranking_probability, uniform_rankings
+from shopgym.numeric import (
+    epsilon_mixture_prefix_propensities,
+    epsilon_mixture_propensities,
+    topk,
+    uniform_ranking_probability,
+    uniform_rankings,
+)
 
 
 @dataclass(frozen=True)
@@ -34,12 +40,14 @@ class LoggedSlates:
         propensity: (B, K) exact marginal probability of each shown item at its slot.
         slate_propensity: (B,) exact probability of the whole shown ranking.
         explored: (B,) True where the uniformly random branch was taken.
+        prefix_propensity: (B, K) exact probability of the shown slots 1..k (the last column is the slate's).
     """
 
     slots: np.ndarray
     propensity: np.ndarray
     slate_propensity: np.ndarray
     explored: np.ndarray
+    prefix_propensity: np.ndarray
 
 
 class EpsilonGreedyLoggingPolicy:
@@ -108,5 +116,6 @@ class EpsilonGreedyLoggingPolicy:
         explored = np.asarray(rng.random(b) < self.epsilon)
         random_rank = uniform_rankings(rng, b, n, k)
         slots = np.where(explored[:, None], random_rank, greedy)
-        propensity = np.where(slots == greedy, 1.0 - self.epsilon, 0.0) + self.epsilon / n
-        return LoggedSlates(slots, propensity, self.slate_probability(slots, greedy, n), explored)
+        propensity, slate = epsilon_mixture_propensities(slots, greedy, self.epsilon, n)
+        prefix = epsilon_mixture_prefix_propensities(slots, greedy, self.epsilon, n)
+        return LoggedSlates(slots, propensity, slate, explored, prefix)

@@ -48,11 +48,11 @@ RANKING_ESTIMATORS: dict[str, RankingEstimator] = {
     )
 }
 
-#: what :func:`evaluate_ranking` runs by default (``iips``/``sniips`` equal ``ips``/``snips`` here and
-#: ``rips`` needs cascade propensities, which the logged-data format does not carry)
+#: what :func:`evaluate_ranking` runs by default (``iips``/``sniips`` equal ``ips``/``snips`` here; ``rips`` and
+#: ``snrips`` need the logging policy's prefix propensities, the ``prefix_propensity`` column)
 DEFAULT_RANKING_ESTIMATORS: tuple[RankingEstimator, ...] = tuple(
     RANKING_ESTIMATORS[n] for n in ("dm", "ips", "clipped_ips", "snips", "dr", "sndr", "switch_dr", "dr_os",
-                                    "sips", "snsips")
+                                    "sips", "snsips", "rips", "snrips")
 )
 
 
@@ -106,8 +106,10 @@ def _slate_data(inputs: RankingInputs) -> tuple[SlateLog, SlateTarget] | str:
                "are unknown"
     try:
         log = SlateLog(reward=inputs.reward, slate=np.broadcast_to(np.arange(k), (n, k)), n_actions=k,
-                       slate_pscore=inputs.slate_pscore, marginal_pscore=inputs.pscore)
-        target = SlateTarget(slate_prob=inputs.target_slate_prob, marginal_prob=inputs.target_prob)
+                       slate_pscore=inputs.slate_pscore, marginal_pscore=inputs.pscore,
+                       cascade_pscore=inputs.prefix_pscore)
+        target = SlateTarget(slate_prob=inputs.target_slate_prob, marginal_prob=inputs.target_prob,
+                             cascade_prob=inputs.target_prefix_prob)
     except OPEInputError as exc:
         return str(exc)
     return log, target
@@ -172,7 +174,11 @@ def evaluate_ranking(
         try:
             terms.append(est.round_terms(*slate))
         except OPEInputError as exc:
-            terms.append(str(exc))
+            message = str(exc)
+            if message.startswith("`cascade_pscore`"):  # name the logged-data column
+                message = (f"`prefix_pscore`: {est.name} needs the logging policy's probability of each logged "
+                           "prefix (slots 1..k: the `prefix_propensity` column) and this log has none")
+            terms.append(message)
     thresholds = thresholds or DiagnosticThresholds()
     w = inputs.weights()
     n = inputs.n_requests

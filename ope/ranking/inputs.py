@@ -45,6 +45,11 @@ class RankingInputs:
             ``target_prob`` = ``pscore`` = 1 and ``dm`` = ``q_logged`` = 0 (whatever was passed), so
             that every estimator's slot term vanishes and a self-normalised slot's normaliser counts
             them at their expected weight, 1 (keeping SNIPS on IPS's scale).
+        prefix_pscore: (n_requests, K) float64 in (0, 1]: the logging policy's probability of the logged
+            slots 1..k (the ``prefix_propensity`` column), for the cascade (reward-interaction) estimators, or
+            None.
+        target_prefix_prob: (n_requests, K) float64 in [0, 1]: the evaluation policy's probability of the same
+            prefixes, or None.
 
     Raises:
         OPEInputError: a field has the wrong shape or values outside its range.
@@ -58,6 +63,8 @@ class RankingInputs:
     slate_pscore: np.ndarray | None = None
     target_slate_prob: np.ndarray | None = None
     mask: np.ndarray | None = None
+    prefix_pscore: np.ndarray | None = None
+    target_prefix_prob: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         reward = as_array(self.reward, "reward", ndim=2)
@@ -115,8 +122,20 @@ class RankingInputs:
         if target_slate is not None:
             check_probabilities(target_slate, "target_slate_prob",
                                 meaning="the evaluation policy's probability of the logged ranking")
+        prefix = _opt(self.prefix_pscore, "prefix_pscore", (n, k), per_slot)
+        if prefix is not None:
+            check_probabilities(prefix, "prefix_pscore", allow_zero=False,
+                                meaning="the logging policy's probability of the logged slots 1..k")
+        target_prefix = _opt(self.target_prefix_prob, "target_prefix_prob", (n, k), per_slot)
+        if target_prefix is not None:
+            check_probabilities(target_prefix, "target_prefix_prob",
+                                meaning="the evaluation policy's probability of the logged slots 1..k")
+        if mask is not None and (prefix is not None or target_prefix is not None):
+            raise OPEInputError("`prefix_pscore`/`target_prefix_prob` need complete pages (a prefix needs every slot "
+                                "above it); pass None with `mask`")
         for name, value in (("target_prob", target), ("pscore", pscore), ("dm", dm), ("q_logged", q_logged),
-                            ("slate_pscore", slate_pscore), ("target_slate_prob", target_slate)):
+                            ("slate_pscore", slate_pscore), ("target_slate_prob", target_slate),
+                            ("prefix_pscore", prefix), ("target_prefix_prob", target_prefix)):
             object.__setattr__(self, name, value)
 
     @property

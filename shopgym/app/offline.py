@@ -118,6 +118,8 @@ class LoggedRequests:
         problems: why a propensity field is None although its column exists (one sentence each).
         mask: (n, K) bool logged slots when pages may be partial (``complete_only=False``), else None;
             ``items`` is -1, ``reward`` 0 and ``pscore`` 1 at unlogged slots.
+        prefix_pscore: (n, K) float64 the logging policy's probability of the logged slots 1..k (the
+            ``prefix_propensity`` column: cascade estimators), or None.
     """
 
     request_ids: np.ndarray
@@ -130,6 +132,7 @@ class LoggedRequests:
     n_dropped: int
     problems: tuple[str, ...] = ()
     mask: np.ndarray | None = None
+    prefix_pscore: np.ndarray | None = None
 
     @property
     def n_requests(self) -> int:
@@ -220,6 +223,16 @@ def logged_requests(
                             "do not run")
         else:
             slate_pscore = first_value
+    prefix_pscore = None
+    if S.PREFIX_PROPENSITY in rows.columns:
+        pp = scatter(rows[S.PREFIX_PROPENSITY].to_numpy(dtype=np.float64, na_value=np.nan), np.nan)
+        if not logged.all():
+            problems.append(f"pages are partial, so the `{S.PREFIX_PROPENSITY}` column (a prefix needs every slot "
+                            "above it) is not used")
+        elif np.isnan(pp).any():
+            problems.append(f"the `{S.PREFIX_PROPENSITY}` column has empty values, so cascade estimators do not run")
+        else:
+            prefix_pscore = pp
     first_rows = np.zeros(n, dtype=np.int64)
     first_rows[out_row[::-1]] = np.arange(len(out_row))[::-1]  # first interaction row of each request
     first = rows.iloc[first_rows]
@@ -228,14 +241,14 @@ def logged_requests(
                else np.full(n, "", dtype=object))
     return LoggedRequests(first[S.REQUEST_ID].to_numpy(dtype=object), items, values, pscore, slate_pscore, users,
                           queries, int((~keep_request).sum()), tuple(problems),
-                          None if logged.all() else logged)
+                          None if logged.all() else logged, prefix_pscore)
 
 
 def policy_probabilities(
     policy: RankingPolicy, ctx: RankingContext, k: int, shown: np.ndarray, rng: np.random.Generator,
     n_samples: int = 100, mask: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """The policy's per-slot marginals over the candidates and its probability of each logged page.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """The policy's per-slot marginals over the candidates and its probability of each logged page and prefix.
 
     Args:
         policy: the evaluated policy.
@@ -244,45 +257,53 @@ def policy_probabilities(
         shown: (B, K) int64 candidate columns of the logged page (any value at unlogged slots).
         rng: drives stochastic policies.
         n_samples: draws per request for policies without a closed form, >= 1.
-        mask: (B, K) bool logged slots (None: all); the page probability is that of the logged slots.
+        mask: (B, K) bool logged slots (None: all); page and prefix probabilities are those of the logged slots.
 
     Returns:
-        (dist (B, K, J) float64, page_prob (B,) float64, method: "deterministic", "exact" or "monte carlo").
+        dist (B, K, J) float64, page_prob (B,) float64, prefix_prob (B, K) float64 (the probability that the
+        policy's slots 1..k agree with the logged ones, for every k), and the method: "deterministic", "exact"
+        or "monte carlo".
     """
     b, j = ctx.candidates.shape
     rows = np.arange(b)[:, None]
     slots = np.arange(k)[None, :]
     logged = np.ones((b, k), dtype=bool) if mask is None else mask
-    m = logged.sum(axis=1)
-    uniform_page = np.exp(np.array([math.lgamma(j - x + 1) - math.lgamma(j + 1) for x in m]))
+    depth = np.cumsum(logged, axis=1)  # logged slots among the first k
+    lgamma = np.vectorize(math.lgamma)
+    uniform_prefix = np.exp(lgamma(j - depth + 1.0) - lgamma(j + 1.0))  # (J - m)! / J!
+    uniform_page = uniform_prefix[:, -1]
 
     def agrees(slots_drawn: np.ndarray) -> np.ndarray:
-        return ((slots_drawn == shown) | ~logged).all(axis=1)
+        """(B, K) whether the drawn slots 1..k agree with the logged ones (unlogged slots ignored)."""
+        return np.cumprod((slots_drawn == shown) | ~logged, axis=1).astype(bool)
 
     if isinstance(policy, RandomPolicy):
         dist = np.full((b, k, j), 1.0 / j)
-        return dist, uniform_page, "exact"
+        return dist, uniform_page, uniform_prefix, "exact"
     if isinstance(policy, EpsilonGreedyRanker):
         top = deterministic_topk(policy.score(ctx), k).slots  # the greedy branch of its `rank`
         eps = float(policy.epsilon)
         dist = np.full((b, k, j), eps / j)
         dist[rows, slots, top] += 1.0 - eps
-        return dist, np.where(agrees(top), 1.0 - eps, 0.0) + eps * uniform_page, "exact"
+        prefix = np.where(agrees(top), 1.0 - eps, 0.0) + eps * uniform_prefix
+        return dist, prefix[:, -1], prefix, "exact"
     first = policy.rank(ctx, k, rng)
     if np.all(first.propensity == 1.0) and np.all(first.slate_propensity == 1.0):
         dist = np.zeros((b, k, j))
         dist[rows, slots, first.slots] = 1.0
-        return dist, agrees(first.slots).astype(np.float64), "deterministic"
+        prefix = agrees(first.slots).astype(np.float64)
+        return dist, prefix[:, -1], prefix, "deterministic"
     counts = np.zeros(b * k * j)
-    page = np.zeros(b)
+    prefix = np.zeros((b, k))
     base = (np.arange(b)[:, None] * k + np.arange(k)[None, :]) * j
     draw = first
     for s in range(n_samples):
         if s:
             draw = policy.rank(ctx, k, rng)
         counts += np.bincount((base + draw.slots).ravel(), minlength=b * k * j)
-        page += agrees(draw.slots)
-    return counts.reshape(b, k, j) / n_samples, page / n_samples, "monte carlo"
+        prefix += agrees(draw.slots)
+    prefix /= n_samples
+    return counts.reshape(b, k, j) / n_samples, prefix[:, -1], prefix, "monte carlo"
 
 
 @dataclass(frozen=True)
@@ -656,6 +677,7 @@ def evaluate_policy_on_logs(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     target_prob = np.empty((n, k))
     page_prob = np.empty(n)
+    prefix_prob = np.empty((n, k))
     dm = np.empty((n, k)) if use_model else None
     q_logged = np.empty((n, k)) if use_model else None
     method = "logged propensities" if is_logging else ""
@@ -663,6 +685,7 @@ def evaluate_policy_on_logs(
         assert req.pscore is not None
         target_prob = req.pscore.copy()
         page_prob = req.slate_pscore.copy() if req.slate_pscore is not None else np.full(n, np.nan)
+        prefix_prob = req.prefix_pscore.copy() if req.prefix_pscore is not None else np.full((n, k), np.nan)
     else:
         assert not isinstance(policy, str)
         batch = max(1, _BATCH_BUDGET // (j * max(ctx_all.item_vecs.shape[1], 2 * k)))
@@ -671,7 +694,7 @@ def evaluate_policy_on_logs(
             rows = np.arange(start, min(n, start + batch))
             cands = req.items[rows] if candidates == "shown" else np.broadcast_to(np.arange(n_items), (len(rows), j))
             ctx = ctx_all.ranking_context(rows, np.ascontiguousarray(cands), pass_user_ids=fitted_here)
-            dist, page, how = policy_probabilities(policy, ctx, k, shown_cols[rows], rng, n_policy_samples,
+            dist, page, prefix, how = policy_probabilities(policy, ctx, k, shown_cols[rows], rng, n_policy_samples,
                                                    None if req.mask is None else req.mask[rows])
             methods.add(how)
             q = None
@@ -685,6 +708,7 @@ def evaluate_policy_on_logs(
             tp, d_m, q_l = reduce_ranking_target(shown_cols[rows], dist, q)
             target_prob[rows] = tp
             page_prob[rows] = page
+            prefix_prob[rows] = prefix
             if dm is not None and q_logged is not None and d_m is not None and q_l is not None:
                 dm[rows], q_logged[rows] = d_m, q_l
         method = "/".join(sorted(methods))
@@ -730,7 +754,10 @@ def evaluate_policy_on_logs(
     elif not use_model:
         notes.append(f"no reward model: fewer requests ({n}) than folds ({n_folds})")
     inputs = RankingInputs(reward=req.reward, target_prob=target_prob, pscore=req.pscore, dm=dm, q_logged=q_logged,
-                           slate_pscore=req.slate_pscore, target_slate_prob=slate_target, mask=req.mask)
+                           slate_pscore=req.slate_pscore, target_slate_prob=slate_target, mask=req.mask,
+                           prefix_pscore=req.prefix_pscore,
+                           target_prefix_prob=None if req.mask is not None or np.isnan(prefix_prob).any()
+                           else prefix_prob)
     model_label = f"{model.name} ({n_folds}-fold cross-fitted over requests)" if use_model else None
     report = evaluate_ranking(inputs, estimators=estimators, n_resamples=n_resamples, alpha=alpha, seed=seed,
                               n_jobs=n_jobs, warn=False, reward_model=model_label, notes=notes)

@@ -250,7 +250,7 @@ def create_app(export: str | Path, log: str | Path, *, exploration: Exploration 
         request_id = served_log.new_request_id()
         ids = [body.candidates[int(c)] for c in shown.slots]
         served_log.add(Page(request_id, time.time(), body.user_id, body.query, ids, shown.propensity,
-                            shown.slate_propensity))
+                            shown.slate_propensity, shown.prefix_propensity))
         counts["ranked"] += 1
         # the RankResponse schema, written directly (FastAPI would validate the model it just built)
         return JSONResponse({

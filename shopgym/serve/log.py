@@ -7,7 +7,8 @@ The log folder is a dataset (``docs/data-format.md``) that ``shopgym data valida
   refused);
 * ``interactions/part-<n>.parquet``: one row per shown slot: ``request_id``, ``user_id`` (models fitted with user
   ids only; anonymous requests get ``anonymous-<request_id>``), ``timestamp`` (UTC, when served), ``position``,
-  ``item_id``, ``propensity``, ``slate_propensity``, ``query`` (empty when browsing), ``clicked``, ``carted``,
+  ``item_id``, ``propensity``, ``slate_propensity``, ``prefix_propensity``, ``query`` (empty when browsing),
+  ``clicked``, ``carted``,
   ``purchased``, ``revenue``;
 * ``meta.json``: what served it (export folder and its manifest's checksum, exploration, start times).
 
@@ -46,6 +47,7 @@ class Page:
     item_ids: list[str]
     propensity: np.ndarray
     slate_propensity: float
+    prefix_propensity: np.ndarray
     clicked: np.ndarray = field(init=False)
     carted: np.ndarray = field(init=False)
     purchased: np.ndarray = field(init=False)
@@ -234,6 +236,7 @@ class ServedLog:
             S.ITEM_ID: np.concatenate([np.asarray(p.item_ids, dtype=object) for p in pages]),
             S.PROPENSITY: np.concatenate([p.propensity for p in pages]).astype(np.float64),
             S.SLATE_PROPENSITY: np.repeat([p.slate_propensity for p in pages], sizes).astype(np.float64),
+            S.PREFIX_PROPENSITY: np.concatenate([p.prefix_propensity for p in pages]).astype(np.float64),
             S.QUERY: repeat([p.query for p in pages]),
             S.CLICKED: np.concatenate([p.clicked for p in pages]).astype(np.int64),
             S.CARTED: np.concatenate([p.carted for p in pages]).astype(np.int64),

@@ -37,6 +37,7 @@ from encoders.base import l2_normalize
 from encoders.profiles import ProfileState, vector
 from shopgym.errors import ConfigError
 from shopgym.numeric import (
+    epsilon_mixture_prefix_propensities,
     epsilon_mixture_propensities,
     plackett_luce_log_prob,
     plackett_luce_marginals,
@@ -87,12 +88,17 @@ class Exploration:
 
 @dataclass(frozen=True)
 class Shown:
-    """A served ranking: candidate columns ``slots`` (k,), per-slot ``propensity`` (k,), ``slate_propensity``."""
+    """A served ranking and its probabilities.
+
+    ``slots`` (k,) candidate columns, per-slot ``propensity`` (k,), ``slate_propensity``, the probability of each
+    prefix (slots 1..j) ``prefix_propensity`` (k,), and the candidates' ``scores`` (N,).
+    """
 
     slots: np.ndarray
     propensity: np.ndarray
     slate_propensity: float
     scores: np.ndarray
+    prefix_propensity: np.ndarray
 
 
 def choose(scores: np.ndarray, k: int, exploration: Exploration, rng: np.random.Generator) -> Shown:
@@ -101,16 +107,17 @@ def choose(scores: np.ndarray, k: int, exploration: Exploration, rng: np.random.
     n = s.shape[1]
     greedy = topk(s, k)
     if exploration.mode == "greedy":
-        return Shown(greedy[0], np.ones(k), 1.0, s[0])
+        return Shown(greedy[0], np.ones(k), 1.0, s[0], np.ones(k))
     if exploration.mode == "epsilon":
         slots = uniform_rankings(rng, 1, n, k) if rng.random() < exploration.epsilon else greedy
         propensity, slate = epsilon_mixture_propensities(slots, greedy, exploration.epsilon, n)
-        return Shown(slots[0], propensity[0], float(slate[0]), s[0])
+        prefix = epsilon_mixture_prefix_propensities(slots, greedy, exploration.epsilon, n)
+        return Shown(slots[0], propensity[0], float(slate[0]), s[0], prefix[0])
     with np.errstate(over="ignore", divide="ignore"):
         logits = np.maximum((s - s.max()) / exploration.temperature, -PL_LOGIT_FLOOR)
     slots = plackett_luce_sample(rng, logits, k)
-    slate = float(np.exp(plackett_luce_log_prob(logits, slots))[0])
-    return Shown(slots[0], plackett_luce_marginals(logits, slots)[0], slate, s[0])
+    prefix = np.exp(plackett_luce_log_prob(logits, slots, prefix=True))[0]
+    return Shown(slots[0], plackett_luce_marginals(logits, slots)[0], float(prefix[-1]), s[0], prefix)
 
 
 class ServedModel:
