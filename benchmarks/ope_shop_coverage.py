@@ -15,8 +15,10 @@ Setting (one page per request, no session dynamics, so the truth is exact):
   ``--truth-requests`` fresh requests (its Monte Carlo standard error is printed; it is about 1% of
   the estimators' standard errors at the defaults).
 
-Estimators: position-based (independent) IPS, its per-slot self-normalised version (SNIPS) and the
-position-based DR of :mod:`ope.ranking`, all per request (expected clicks per page); intervals
+Estimators: position-based (independent) IPS, its per-slot self-normalised version (SNIPS), the
+position-based DR of :mod:`ope.ranking` and, with ``--estimators ...,rips,snrips``, the cascade
+(reward-interaction) IPS on the logging policy's prefix propensities (what ``shopgym ope`` runs on a log with
+``prefix_propensity``), all per request (expected clicks per page); intervals
 resample requests. DR's reward model is :class:`ope.PairRewardModel` (logistic regression of a
 slot's click on the logging and target policies' scores of the item, the search flag and the slot),
 cross-fitted over 3 folds of requests. DM (same model, no correction) is reported for reference.
@@ -55,6 +57,7 @@ from ope.ranking import (  # noqa: E402
     evaluate_ranking,
     reduce_ranking_target,
 )
+from shopgym.numeric import epsilon_mixture_prefix_propensities  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,12 @@ def one_replication(rep: int, *, setting: ShopSetting, n_requests: int, names: t
                          np.broadcast_to(intent.is_search[:, None], candidates.shape).astype(np.float64)], axis=2)
     q_hat = cross_fit_pair_q_hat(PairRewardModel(), features, logged.slots, reward, n_folds=3, seed=rep)
     target_prob, dm, q_logged = reduce_ranking_target(logged.slots, marginals, q_hat)
-    target_slate = target.slate_probability(logged.slots, target.greedy(users, candidates, intent, k), n_cand)
+    target_greedy = target.greedy(users, candidates, intent, k)
+    target_slate = target.slate_probability(logged.slots, target_greedy, n_cand)
+    target_prefix = epsilon_mixture_prefix_propensities(logged.slots, target_greedy, target.epsilon, n_cand)
     inputs = RankingInputs(reward=reward, target_prob=target_prob, pscore=logged.propensity, dm=dm,
-                           q_logged=q_logged, slate_pscore=logged.slate_propensity, target_slate_prob=target_slate)
+                           q_logged=q_logged, slate_pscore=logged.slate_propensity, target_slate_prob=target_slate,
+                           prefix_pscore=logged.prefix_propensity, target_prefix_prob=target_prefix)
     report = evaluate_ranking(inputs, estimators=[RANKING_ESTIMATORS[n] for n in names], n_resamples=n_resamples,
                               alpha=alpha, seed=rep, n_jobs=1, warn=False)
     w = inputs.weights()

@@ -133,8 +133,8 @@ def slate_log_from_logged(
 
     Returns:
         The slate log: ``slate_pscore`` from ``slate_propensity`` (must be constant within a
-        request) and ``marginal_pscore`` from ``propensity``, when present; no cascade propensities
-        (the format does not carry them).
+        request), ``marginal_pscore`` from ``propensity`` and ``cascade_pscore`` from
+        ``prefix_propensity``, when present.
 
     Raises:
         OPEInputError: missing reward column, no complete request, or a varying slate propensity.
@@ -175,6 +175,9 @@ def slate_log_from_logged(
         slate_pscore = sp[:, 0]
     if S.PROPENSITY in rows.columns:
         marginal = rows[S.PROPENSITY].to_numpy(dtype=np.float64).reshape(n, k)
+    cascade = None
+    if S.PREFIX_PROPENSITY in rows.columns:
+        cascade = rows[S.PREFIX_PROPENSITY].to_numpy(dtype=np.float64).reshape(n, k)
     columns = data.context_columns if context_columns is None else list(context_columns)
     first = rows.iloc[::k]
     return SlateLog(
@@ -183,5 +186,6 @@ def slate_log_from_logged(
         n_actions=len(data.items),
         slate_pscore=slate_pscore,
         marginal_pscore=marginal,
+        cascade_pscore=cascade,
         context=context_matrix(first, columns),
     )

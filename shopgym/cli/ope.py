@@ -77,8 +77,8 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--estimators", default=",".join(e.name for e in DEFAULT_RANKING_ESTIMATORS), metavar="LIST",
         help=f"comma-separated estimators, or 'all'; from {', '.join(RANKING_ESTIMATORS)} (default: %(default)s). "
-        "ips/snips/... are applied slot by slot (ips equals iips, snips equals sniips); rips needs cascade "
-        "propensities, which the format does not carry",
+        "ips/snips/... are applied slot by slot (ips equals iips, snips equals sniips); rips/snrips need the "
+        "logging policy's prefix propensities (the prefix_propensity column)",
     )
     parser.add_argument("--candidates", choices=("auto", "shown", "catalog"), default="auto",
                         help="what the policy chooses from: the logged page's items (re-ranking) or the whole "
