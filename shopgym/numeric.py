@@ -135,10 +135,8 @@ def epsilon_mixture_propensities(slots: np.ndarray, greedy: np.ndarray, epsilon:
         propensity (B, K) float64 and slate propensity (B,) float64.
     """
     slots, greedy = np.asarray(slots), np.asarray(greedy)
-    same = slots == greedy
-    propensity = np.where(same, 1.0 - epsilon, 0.0) + epsilon / n
-    slate = np.where(same.all(axis=1), 1.0 - epsilon, 0.0) + epsilon * uniform_ranking_probability(n, slots.shape[1])
-    return propensity, slate
+    propensity = np.where(slots == greedy, 1.0 - epsilon, 0.0) + epsilon / n
+    return propensity, epsilon_mixture_prefix_propensities(slots, greedy, epsilon, n)[:, -1]
 
 
 def epsilon_mixture_prefix_propensities(slots: np.ndarray, greedy: np.ndarray, epsilon: float,
