@@ -276,14 +276,15 @@ class BuyAgainPolicy(LogFittedPolicy):
         for a shopper the fit did not see). ``half_life_days = inf`` counts events without decay.
 
     Args:
-        target: the signal that counts as buying: "purchase" (default), "cart" or "click".
+        target: the signal that counts as buying: "purchase", "cart", "click", or "auto" (default: the strongest
+            signal the fit logs have: purchases, else carts, else clicks).
         half_life_days: > 0, the recency half-life (days).
     """
 
     name: ClassVar[str] = "buy_again"
 
-    def __init__(self, target: str = "purchase", half_life_days: float = 90.0) -> None:
-        self.target = check_choice(target, "target", tuple(SIGNALS))
+    def __init__(self, target: str = "auto", half_life_days: float = 90.0) -> None:
+        self.target = check_choice(target, "target", ("auto", *SIGNALS))
         self.half_life_days = check_float(half_life_days, "half_life_days", min_value=0.0, min_inclusive=False)
         self.repeat: Any = None  # (n_users, n_items) scipy CSR of r_ui
         self.popularity: np.ndarray | None = None
@@ -302,7 +303,10 @@ class BuyAgainPolicy(LogFittedPolicy):
 
         keep, cols = logged_item_rows(logs, item_index, type(self).__name__)
         inter = logs.interactions
-        signal = signal_column(logs, self.target)[keep]
+        target = self.target
+        if target == "auto":
+            target = next(t for t in ("purchase", "cart", "click") if SIGNALS[t] in inter.columns)
+        signal = signal_column(logs, target)[keep]
         counts = np.bincount(cols, weights=signal, minlength=len(item_index))
         self.popularity = counts / max(float(counts.max(initial=0.0)), 1.0)
         if S.USER_ID not in inter.columns:  # no shoppers to remember: popularity alone

@@ -100,6 +100,7 @@ def test_evaluate_command_writes_the_table_with_intervals(tmp_path: Path, capsys
     assert main(["evaluate", str(folder), "--policies", "nope"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_online_retail_every_policy_with_intervals_in_under_a_minute(shared_data: Path, tmp_path: Path) -> None:
     from shopgym.cli import main
