@@ -122,7 +122,8 @@ def test_obd_in_sample_ctr_by_position_is_inside_the_observed_interval(shared_da
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize(("train", "test"), [("random", "bts"), ("bts", "random")])
+@pytest.mark.parametrize(("train", "test"), [("random", "bts"),
+                                             pytest.param("bts", "random", marks=pytest.mark.slow)])  # ~1 min each
 def test_obd_other_policy_ctr_is_inside_the_interval_and_beats_the_naive_answer(
         shared_data: Path, tmp_path: Path, monkeypatch, train: str, test: str):
     from shopgym.cli import main
