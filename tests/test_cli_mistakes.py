@@ -267,3 +267,18 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(argv
     assert option in err and str(bad) in err and "Traceback" not in err
     assert time.perf_counter() - started < 10, "the folder must be checked before the work"
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_overrides_after_an_option_reach_the_command(tmp_path, capsys) -> None:
+    """`shopgym fit DATA --out DIR key=value`: the overrides are the command's, not unrecognized arguments."""
+    from envs.synthetic import SyntheticWorld, WorldConfig, generate_logs
+    from shopgym.cli import main
+
+    folder = tmp_path / "logs"
+    generate_logs(SyntheticWorld(WorldConfig(seed=2, n_items=50, n_users=40, n_slots=600))).save(folder)
+    assert main(["fit", str(folder), "--out", str(tmp_path / "m"), "nonexistent_key=1"]) == 2
+    err = capsys.readouterr().err
+    assert "nonexistent_key" in err and "unrecognized arguments" not in err
+    with pytest.raises(SystemExit):
+        main(["fit", str(folder), "--out", str(tmp_path / "m"), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -68,7 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shopgym.cli.compare import dispatch
 
         return dispatch(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # KEY=VALUE overrides after an option (`fit DATA --out DIR key=value`): argparse does not go back to a
+        # positional list it has closed, so take them here for the commands that accept overrides
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         status = args.handler(args)
     except ShopgymError as exc:
