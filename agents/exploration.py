@@ -48,7 +48,8 @@ def epsilon_greedy_ranking(scores: np.ndarray, k: int, epsilon: float, rng: np.r
     explore = np.asarray(rng.random(b) < epsilon)
     random_slots = uniform_rankings(rng, b, n, k)
     slots = np.where(explore[:, None], random_slots, greedy)
-    return Ranking(slots, *epsilon_mixture_propensities(slots, greedy, epsilon, n))
+    propensity, prefix = epsilon_mixture_propensities(slots, greedy, epsilon, n)
+    return Ranking(slots, propensity, prefix[:, -1])
 
 
 def topk_of_samples(sample_scores: np.ndarray, k: int) -> np.ndarray:

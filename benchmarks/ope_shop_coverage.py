@@ -57,7 +57,7 @@ from ope.ranking import (  # noqa: E402
     evaluate_ranking,
     reduce_ranking_target,
 )
-from shopgym.numeric import epsilon_mixture_prefix_propensities  # noqa: E402
+from shopgym.numeric import epsilon_mixture_propensities  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,8 @@ def one_replication(rep: int, *, setting: ShopSetting, n_requests: int, names: t
     q_hat = cross_fit_pair_q_hat(PairRewardModel(), features, logged.slots, reward, n_folds=3, seed=rep)
     target_prob, dm, q_logged = reduce_ranking_target(logged.slots, marginals, q_hat)
     target_greedy = target.greedy(users, candidates, intent, k)
-    target_slate = target.slate_probability(logged.slots, target_greedy, n_cand)
-    target_prefix = epsilon_mixture_prefix_propensities(logged.slots, target_greedy, target.epsilon, n_cand)
+    target_prefix = epsilon_mixture_propensities(logged.slots, target_greedy, target.epsilon, n_cand)[1]
+    target_slate = target_prefix[:, -1]
     inputs = RankingInputs(reward=reward, target_prob=target_prob, pscore=logged.propensity, dm=dm,
                            q_logged=q_logged, slate_pscore=logged.slate_propensity, target_slate_prob=target_slate,
                            prefix_pscore=logged.prefix_propensity, target_prefix_prob=target_prefix)

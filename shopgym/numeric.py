@@ -18,7 +18,7 @@ from scipy.special import expit
 
 from shopgym.errors import ConfigError
 
-__all__ = ["epsilon_mixture_prefix_propensities", "epsilon_mixture_propensities", "logistic_newton",
+__all__ = ["epsilon_mixture_propensities", "logistic_newton",
            "plackett_luce_log_prob", "plackett_luce_marginals", "plackett_luce_sample", "poisson_binomial_head",
            "principal_directions", "topk", "uniform_rankings", "uniform_ranking_probability"]
 
@@ -118,12 +118,14 @@ def epsilon_mixture_propensities(slots: np.ndarray, greedy: np.ndarray, epsilon:
 
     Note:
         A uniformly random ranking of ``K`` of ``N`` candidates puts any candidate at any slot with probability
-        :math:`1/N` and shows any given ranking with probability :math:`(N-K)!/N!`, so
+        :math:`1/N` and shows any given prefix of ``k`` slots with probability :math:`(N-k)!/N!`, so
 
         .. math::
             P(\text{item } n \text{ at slot } k) = (1-\epsilon)\,[\sigma^g_k = n] + \epsilon / N,
             \qquad
-            P(\sigma) = (1-\epsilon)\,[\sigma = \sigma^g] + \epsilon \frac{(N-K)!}{N!}.
+            P(\sigma_{1..k}) = (1-\epsilon)\,[\sigma_{1..k} = \sigma^g_{1..k}] + \epsilon \frac{(N-k)!}{N!};
+
+        the last prefix (k = K) is the whole ranking.
 
     Args:
         slots: (B, K) shown column indices.
@@ -132,36 +134,14 @@ def epsilon_mixture_propensities(slots: np.ndarray, greedy: np.ndarray, epsilon:
         n: N, candidates per request.
 
     Returns:
-        propensity (B, K) float64 and slate propensity (B,) float64.
-    """
-    slots, greedy = np.asarray(slots), np.asarray(greedy)
-    propensity = np.where(slots == greedy, 1.0 - epsilon, 0.0) + epsilon / n
-    return propensity, epsilon_mixture_prefix_propensities(slots, greedy, epsilon, n)[:, -1]
-
-
-def epsilon_mixture_prefix_propensities(slots: np.ndarray, greedy: np.ndarray, epsilon: float,
-                                         n: int) -> np.ndarray:
-    r"""Exact probabilities of every shown prefix (slots 1..k) under "greedy, else uniformly random".
-
-    Note:
-        .. math:: P(\sigma_{1..k}) = (1-\epsilon)\,[\sigma_{1..k} = \sigma^g_{1..k}] + \epsilon \frac{(N-k)!}{N!}
-
-        (the last column is the page's probability of :func:`epsilon_mixture_propensities`).
-
-    Args:
-        slots: (B, K) shown column indices.
-        greedy: (B, K) the greedy ranking's columns.
-        epsilon: exploration probability in [0, 1].
-        n: N, candidates per request.
-
-    Returns:
-        (B, K) float64.
+        propensity (B, K) float64 per slot and prefix (B, K) float64 per prefix (column K - 1: the ranking).
     """
     slots, greedy = np.asarray(slots), np.asarray(greedy)
     k = slots.shape[1]
+    propensity = np.where(slots == greedy, 1.0 - epsilon, 0.0) + epsilon / n
     uniform = np.exp(np.array([lgamma(n - j + 1) - lgamma(n + 1) for j in range(1, k + 1)]))
     same = np.cumprod(slots == greedy, axis=1).astype(bool)
-    return np.where(same, 1.0 - epsilon, 0.0) + epsilon * uniform[None, :]
+    return propensity, np.where(same, 1.0 - epsilon, 0.0) + epsilon * uniform[None, :]
 
 
 def poisson_binomial_head(q: np.ndarray, k: int) -> np.ndarray:

@@ -10,7 +10,6 @@ from scipy.special import expit, softmax
 
 from shopgym.errors import ConfigError
 from shopgym.numeric import (
-    epsilon_mixture_prefix_propensities,
     epsilon_mixture_propensities,
     logistic_newton,
     plackett_luce_log_prob,
@@ -247,7 +246,8 @@ def test_epsilon_mixture_propensities_match_frequencies() -> None:
     greedy = np.array([[4, 1]])
     explore = rng.random(draws) < eps
     slots = np.where(explore[:, None], uniform_rankings(rng, draws, n, k), greedy)
-    prop, slate = epsilon_mixture_propensities(slots[:3], np.repeat(greedy, 3, axis=0), eps, n)
+    prop, prefix = epsilon_mixture_propensities(slots[:3], np.repeat(greedy, 3, axis=0), eps, n)
+    slate = prefix[:, -1]
     for row in range(3):
         same_slot = (slots == slots[row]).mean(axis=0)
         np.testing.assert_allclose(prop[row], same_slot, atol=5e-3)
@@ -261,8 +261,8 @@ def test_epsilon_mixture_prefix_propensities_match_frequencies() -> None:
     explore = rng.random(draws) < eps
     slots = np.where(explore[:, None], uniform_rankings(rng, draws, n, k), greedy)
     for row in (0, int(np.flatnonzero(explore)[0])):
-        prefix = epsilon_mixture_prefix_propensities(slots[row:row + 1], greedy, eps, n)[0]
+        prefix = epsilon_mixture_propensities(slots[row:row + 1], greedy, eps, n)[1][0]
         freq = [(slots[:, :j + 1] == slots[row, :j + 1]).all(axis=1).mean() for j in range(k)]
         np.testing.assert_allclose(prefix, freq, atol=4e-3)
-        _, slate = epsilon_mixture_propensities(slots[row:row + 1], greedy, eps, n)
-        assert prefix[-1] == pytest.approx(slate[0])
+        own_slate = np.where((slots[row] == greedy[0]).all(), 1 - eps, 0) + eps * uniform_ranking_probability(n, k)
+        assert prefix[-1] == pytest.approx(own_slate)

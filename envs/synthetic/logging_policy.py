@@ -23,10 +23,8 @@ import numpy as np
 from envs.synthetic.world import Intent, SyntheticWorld
 from shopgym.errors import ConfigError
 from shopgym.numeric import (
-    epsilon_mixture_prefix_propensities,
     epsilon_mixture_propensities,
     topk,
-    uniform_ranking_probability,
     uniform_rankings,
 )
 
@@ -102,8 +100,7 @@ class EpsilonGreedyLoggingPolicy:
 
     def slate_probability(self, shown: np.ndarray, greedy: np.ndarray, n: int) -> np.ndarray:
         """(B,) exact probability of showing ``shown`` (B, K) given the greedy ranking (B, K) over N."""
-        uniform = uniform_ranking_probability(n, shown.shape[1])
-        return np.where((shown == greedy).all(axis=1), 1.0 - self.epsilon, 0.0) + self.epsilon * uniform
+        return epsilon_mixture_propensities(shown, greedy, self.epsilon, n)[1][:, -1]
 
     def sample(
         self, rng: np.random.Generator, users: np.ndarray, candidates: np.ndarray, intent: Intent, k: int
@@ -116,6 +113,5 @@ class EpsilonGreedyLoggingPolicy:
         explored = np.asarray(rng.random(b) < self.epsilon)
         random_rank = uniform_rankings(rng, b, n, k)
         slots = np.where(explored[:, None], random_rank, greedy)
-        propensity, slate = epsilon_mixture_propensities(slots, greedy, self.epsilon, n)
-        prefix = epsilon_mixture_prefix_propensities(slots, greedy, self.epsilon, n)
-        return LoggedSlates(slots, propensity, slate, explored, prefix)
+        propensity, prefix = epsilon_mixture_propensities(slots, greedy, self.epsilon, n)
+        return LoggedSlates(slots, propensity, prefix[:, -1], explored, prefix)

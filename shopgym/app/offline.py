@@ -392,7 +392,7 @@ def auto_candidates(data: LoggedData) -> tuple[str, str]:
     if not ((per_request["max"] == k) & (per_request["count"] == k)).all():
         return "catalog", "pages of different sizes or with missing positions (not every request shows 1..K)"
     if S.PROPENSITY in inter.columns:
-        pool = float((1.0 / inter[S.PROPENSITY].to_numpy(dtype=np.float64)).mean())
+        pool = float(candidate_pool_size(inter[S.PROPENSITY].to_numpy(dtype=np.float64)[:, None])[0])
         if pool > 1.5 * k:
             return "catalog", (f"the propensities say the logging policy chose each slot among about {pool:.3g} "
                                f"items but showed {k}")
@@ -421,6 +421,17 @@ ASSUMPTIONS = {
 }
 
 
+def value_range(req: LoggedRequests, k: int) -> tuple[float, float, float, float, float]:
+    """The range a page's value can take: (slots per page, smallest and largest slot reward, low, high).
+
+    A page sums ``slots`` slot rewards (K, or the mean number of logged positions of partial pages), each
+    between min(0, the smallest logged reward) and the largest: ``low = slots * r_low``, ``high = slots * r_high``.
+    """
+    slots = float(req.mask.sum(axis=1).mean()) if req.mask is not None else float(k)
+    r_low, r_high = min(float(req.reward.min()), 0.0), float(req.reward.max())
+    return slots, r_low, r_high, slots * r_low, slots * r_high
+
+
 def choose_headline(report: OPEReport, req: LoggedRequests, k: int, is_logging: bool) -> tuple[str, str] | None:
     """The estimator to report first and why, from the diagnostics (None when nothing ran).
 
@@ -433,8 +444,7 @@ def choose_headline(report: OPEReport, req: LoggedRequests, k: int, is_logging: 
         return None
     if is_logging and "ips" in ran:
         return "ips", "the logging policy itself: importance weights are 1, so IPS is the logged mean"
-    slots = req.mask.sum(axis=1).mean() if req.mask is not None else float(k)
-    low, high = slots * min(float(req.reward.min()), 0.0), slots * float(req.reward.max())
+    low, high = value_range(req, k)[3:]
     ess = report.diagnostics.ess_fraction if np.isfinite(report.diagnostics.ess_fraction) else 0.0
     possible = {name: r for name, r in ran.items() if low - 1e-9 <= r.value <= high + 1e-9}
     if "dr" in possible and ess >= 0.01:
@@ -480,9 +490,7 @@ def implausible_estimates(report: OPEReport, req: LoggedRequests, k: int) -> lis
     logged positions for partial pages); an estimate outside is extrapolation (DM, DR) or variance (IPS).
     """
     found: list[str] = []
-    slots = req.mask.sum(axis=1).mean() if req.mask is not None else float(k)
-    r_low, r_high = min(float(req.reward.min()), 0.0), float(req.reward.max())
-    low, high = slots * r_low, slots * r_high
+    slots, r_low, r_high, low, high = value_range(req, k)
     for row in report.results:
         if row.error is None and np.isfinite(row.value) and not low - 1e-9 <= row.value <= high + 1e-9:
             found.append(f"{row.estimator} = {row.value:.4g} is outside the range a page's value can take "

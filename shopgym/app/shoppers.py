@@ -57,17 +57,12 @@ def http_endpoints(client: Any) -> tuple[Rank, Feedback]:
 
 def in_process_ranker(model: Any, exploration: Any, seed: int = 0) -> Rank:
     """``rank`` on a :class:`~shopgym.serve.model.ServedModel` without HTTP (same features, same exploration)."""
-    from shopgym.serve.model import choose
-
     rng = np.random.default_rng(seed)
 
     def rank(body: dict[str, Any]) -> dict[str, Any]:
-        candidates = model.item_index(body["candidates"], "candidates")
-        history = model.item_index(body["history"], "history") if body.get("history") else None
-        before = model.item_index(body["shown_before"], "shown_before") if body.get("shown_before") else None
-        feeds = model.features(candidates, user_id=body.get("user_id"), history=history,
-                               query=body.get("query", ""), shown_before=before)
-        shown = choose(model.score(feeds), int(body["k"]), exploration, rng)
+        shown = model.rank(body["candidates"], int(body["k"]), exploration, rng, user_id=body.get("user_id"),
+                           history=body.get("history"), query=body.get("query", ""),
+                           shown_before=body.get("shown_before"))
         return {"request_id": "", "items": [{"item_id": body["candidates"][int(c)], "position": j + 1}
                                             for j, c in enumerate(shown.slots)]}
 

@@ -60,12 +60,6 @@ def register(commands: Any) -> None:
     parser.set_defaults(handler=_evaluate)
 
 
-def _load(path: Path, source_format: str) -> Any:
-    from envs.build import load_logs
-
-    return load_logs({"folder": "folder", "obd": "obd", "online-retail": "online-retail"}[source_format], path)
-
-
 def markdown(table: Any, k: int) -> str:
     """The results table as markdown: mean [95% interval] per metric."""
     def cell(row: Any, metric: str) -> str:
@@ -106,7 +100,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from envs.build import make_encoder
+    from envs.build import load_logs, make_encoder
     from shopgym.app.evaluate import POLICIES, evaluate_offline, next_item_split
     from shopgym.data.io import atomic_write, check_writable_folder, write_json
     from shopgym.errors import ConfigError
@@ -122,8 +116,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_writable_folder(args.out, "--out")
     started = time.perf_counter()
-    logs = _load(args.data, args.source_format)
-    test = _load(args.test, args.source_format) if args.test is not None else None
+    logs = load_logs(args.source_format, args.data)
+    test = load_logs(args.source_format, args.test) if args.test is not None else None
     split = next_item_split(logs, target=args.target, test_fraction=args.test_fraction, test=test)
     result = evaluate_offline(split, make_encoder(args.encoder), policies=policies, target=args.target, k=args.k,
                               progress=None)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopgym.serve.log import FeedbackError, Page, ServedLog
-from shopgym.serve.model import Exploration, RequestError, ServedModel, choose
+from shopgym.serve.model import Exploration, RequestError, ServedModel
 
 #: the largest candidate list a request may carry by default
 MAX_CANDIDATES = 10_000
@@ -240,23 +240,18 @@ def create_app(export: str | Path, log: str | Path, *, exploration: Exploration 
         explore = Exploration(body.mode or default.mode,
                               default.epsilon if body.epsilon is None else body.epsilon,
                               default.temperature if body.temperature is None else body.temperature)
-        candidates = model.item_index(body.candidates, "candidates")
-        history = model.item_index(body.history, "history") if body.history else None
-        shown_before = model.item_index(body.shown_before, "shown_before") if body.shown_before else None
-        feeds = model.features(candidates, user_id=body.user_id, history=history, query=body.query,
-                               shown_before=shown_before)
-        scores = model.score(feeds)
-        shown = choose(scores, k, explore, rng)
+        shown = model.rank(body.candidates, k, explore, rng, user_id=body.user_id, history=body.history,
+                           query=body.query, shown_before=body.shown_before)
         request_id = served_log.new_request_id()
         ids = [body.candidates[int(c)] for c in shown.slots]
         served_log.add(Page(request_id, time.time(), body.user_id, body.query, ids, shown.propensity,
-                            shown.slate_propensity, shown.prefix_propensity))
+                            shown.prefix_propensity))
         counts["ranked"] += 1
         # the RankResponse schema, written directly (FastAPI would validate the model it just built)
         return JSONResponse({
             "request_id": request_id, "slate_propensity": shown.slate_propensity, "mode": explore.mode,
             "model": agent_name,
-            "items": [{"item_id": i, "position": j + 1, "propensity": float(p), "score": float(scores[c])}
+            "items": [{"item_id": i, "position": j + 1, "propensity": float(p), "score": float(shown.scores[c])}
                       for j, (i, p, c) in enumerate(zip(ids, shown.propensity, shown.slots, strict=True))]})
 
     @app.post("/feedback")

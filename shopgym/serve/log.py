@@ -46,8 +46,7 @@ class Page:
     query: str
     item_ids: list[str]
     propensity: np.ndarray
-    slate_propensity: float
-    prefix_propensity: np.ndarray
+    prefix_propensity: np.ndarray  # the last prefix is the whole page: its slate propensity
     clicked: np.ndarray = field(init=False)
     carted: np.ndarray = field(init=False)
     purchased: np.ndarray = field(init=False)
@@ -178,16 +177,14 @@ class ServedLog:
         with self._lock:
             return len(self._pages)
 
-    def _take_ready(self, everything: bool) -> list[Page]:
-        now = time.time()
+    def _ready(self, everything: bool) -> list[Page]:
+        """Pages whose feedback window has closed (all with ``everything``), in serving order."""
+        cutoff = time.time() - self.feedback_window
         ready: list[Page] = []
         for page in self._pages.values():  # insertion order = serving order
-            if not everything and page.served_at + self.feedback_window > now:
+            if not everything and page.served_at > cutoff:
                 break
             ready.append(page)
-        for page in ready:
-            del self._pages[page.request_id]
-            self._published.add(page.request_id)
         return ready
 
     def flush(self, *, everything: bool = False, force: bool = False) -> int:
@@ -199,11 +196,13 @@ class ServedLog:
         with self._lock:
             now = time.monotonic()
             due = force or everything or now - self._last_flush >= self.flush_interval
-            cutoff = time.time() - self.feedback_window
-            ready_rows = sum(len(p.item_ids) for p in self._pages.values() if everything or p.served_at <= cutoff)
+            pages = self._ready(everything)
+            ready_rows = sum(len(p.item_ids) for p in pages)
             if not ready_rows or not (due or ready_rows >= self.part_rows):
                 return 0
-            pages = self._take_ready(everything)
+            for page in pages:
+                del self._pages[page.request_id]
+                self._published.add(page.request_id)
             chunks: list[list[Page]] = [[]]
             rows = 0
             for page in pages:
@@ -235,7 +234,7 @@ class ServedLog:
             S.POSITION: np.concatenate([np.arange(1, n + 1) for n in sizes]).astype(np.int64),
             S.ITEM_ID: np.concatenate([np.asarray(p.item_ids, dtype=object) for p in pages]),
             S.PROPENSITY: np.concatenate([p.propensity for p in pages]).astype(np.float64),
-            S.SLATE_PROPENSITY: np.repeat([p.slate_propensity for p in pages], sizes).astype(np.float64),
+            S.SLATE_PROPENSITY: np.repeat([p.prefix_propensity[-1] for p in pages], sizes).astype(np.float64),
             S.PREFIX_PROPENSITY: np.concatenate([p.prefix_propensity for p in pages]).astype(np.float64),
             S.QUERY: repeat([p.query for p in pages]),
             S.CLICKED: np.concatenate([p.clicked for p in pages]).astype(np.int64),

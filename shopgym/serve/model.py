@@ -37,7 +37,6 @@ from encoders.base import l2_normalize
 from encoders.profiles import ProfileState, vector
 from shopgym.errors import ConfigError
 from shopgym.numeric import (
-    epsilon_mixture_prefix_propensities,
     epsilon_mixture_propensities,
     plackett_luce_log_prob,
     plackett_luce_marginals,
@@ -90,15 +89,19 @@ class Exploration:
 class Shown:
     """A served ranking and its probabilities.
 
-    ``slots`` (k,) candidate columns, per-slot ``propensity`` (k,), ``slate_propensity``, the probability of each
-    prefix (slots 1..j) ``prefix_propensity`` (k,), and the candidates' ``scores`` (N,).
+    ``slots`` (k,) candidate columns, per-slot ``propensity`` (k,), the probability of each prefix (slots 1..j)
+    ``prefix_propensity`` (k,; the last is the whole ranking's), and the candidates' ``scores`` (N,).
     """
 
     slots: np.ndarray
     propensity: np.ndarray
-    slate_propensity: float
-    scores: np.ndarray
     prefix_propensity: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def slate_propensity(self) -> float:
+        """The probability of the whole ranking (the last prefix's)."""
+        return float(self.prefix_propensity[-1])
 
 
 def choose(scores: np.ndarray, k: int, exploration: Exploration, rng: np.random.Generator) -> Shown:
@@ -107,17 +110,16 @@ def choose(scores: np.ndarray, k: int, exploration: Exploration, rng: np.random.
     n = s.shape[1]
     greedy = topk(s, k)
     if exploration.mode == "greedy":
-        return Shown(greedy[0], np.ones(k), 1.0, s[0], np.ones(k))
+        return Shown(greedy[0], np.ones(k), np.ones(k), s[0])
     if exploration.mode == "epsilon":
         slots = uniform_rankings(rng, 1, n, k) if rng.random() < exploration.epsilon else greedy
-        propensity, slate = epsilon_mixture_propensities(slots, greedy, exploration.epsilon, n)
-        prefix = epsilon_mixture_prefix_propensities(slots, greedy, exploration.epsilon, n)
-        return Shown(slots[0], propensity[0], float(slate[0]), s[0], prefix[0])
+        propensity, prefix = epsilon_mixture_propensities(slots, greedy, exploration.epsilon, n)
+        return Shown(slots[0], propensity[0], prefix[0], s[0])
     with np.errstate(over="ignore", divide="ignore"):
         logits = np.maximum((s - s.max()) / exploration.temperature, -PL_LOGIT_FLOOR)
     slots = plackett_luce_sample(rng, logits, k)
     prefix = np.exp(plackett_luce_log_prob(logits, slots, prefix=True))[0]
-    return Shown(slots[0], plackett_luce_marginals(logits, slots)[0], float(prefix[-1]), s[0], prefix)
+    return Shown(slots[0], plackett_luce_marginals(logits, slots)[0], prefix, s[0])
 
 
 class ServedModel:
@@ -227,3 +229,16 @@ class ServedModel:
     def score(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """(N,) float64 scores of the request's candidates."""
         return np.asarray(self.session.run(None, feeds)[0][0], dtype=np.float64)
+
+    def rank(self, candidates: list[str], k: int, exploration: Exploration, rng: np.random.Generator, *,
+             user_id: str | None = None, history: list[str] | None = None, query: str = "",
+             shown_before: list[str] | None = None) -> Shown:
+        """The shown ranking of one request given by item ids (``shown.slots`` index ``candidates``).
+
+        Resolves the ids (:class:`RequestError` naming an unknown one), builds the inputs, scores, and chooses.
+        """
+        cands = self.item_index(candidates, "candidates")
+        recent = self.item_index(history, "history") if history else None
+        before = self.item_index(shown_before, "shown_before") if shown_before else None
+        feeds = self.features(cands, user_id=user_id, history=recent, query=query, shown_before=before)
+        return choose(self.score(feeds), k, exploration, rng)
