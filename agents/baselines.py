@@ -184,7 +184,8 @@ class PopularityPolicy(LogFittedPolicy):
         .. math:: s_i = \frac{c_i + m\, p_0}{n_i + m} \quad(\text{"rate"}), \qquad s_i = c_i \quad(\text{"count"}).
 
         Items never shown get :math:`p_0` (rate) or 0 (count). Positions beyond ``examination`` use its
-        last value.
+        last value. On a positives-only log (every row has the signal: purchases alone) every rate would be 1,
+        so the count is used whatever ``metric`` says.
 
     Args:
         metric: "rate" (smoothed rate) or "count" (raw signal count).
@@ -222,7 +223,7 @@ class PopularityPolicy(LogFittedPolicy):
             exposure = self.examination[np.clip(positions - 1, 0, self.examination.size - 1)]
         n = len(item_index)
         counts = np.bincount(rows, weights=signal, minlength=n)
-        if self.metric == "count":
+        if self.metric == "count" or (len(signal) and float(np.min(signal)) >= 1):  # positives only: rates are all 1
             self.item_scores = counts
             return self
         exposures = np.bincount(rows, weights=exposure, minlength=n)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import expit, softmax
 
 from envs.fitted import ResponseModel, page_features
@@ -71,12 +72,33 @@ class Backend(Protocol):
 
 
 class FittedBackend:
-    """Answers with a :class:`~envs.fitted.ResponseModel` fitted from logs."""
+    """Answers with a :class:`~envs.fitted.ResponseModel` fitted from logs.
 
-    def __init__(self, model: ResponseModel, space: ItemSpace) -> None:
+    Args:
+        model: the fitted model.
+        space: the item space it was fitted on.
+        purchases: (n_users, n_items) the env's known shoppers' purchase counts in the training logs, the repeat
+            feature of a purchase-choice model (:mod:`envs.fitted.choice`); None: no repeats.
+    """
+
+    def __init__(self, model: ResponseModel, space: ItemSpace, purchases: sp.csr_array | None = None) -> None:
         model.check_space(space)
         self.model = model
         self.space = space
+        self.purchases = purchases
+
+    @property
+    def single_choice(self) -> bool:
+        """Whether each page ends in at most one purchase (a purchase-choice model)."""
+        return self.model.single_choice
+
+    def repeats(self, user: np.ndarray, shown: np.ndarray) -> np.ndarray | None:
+        """(B, K) earlier purchases of each shown item by its shopper (unknown shoppers: 0), or None."""
+        if self.purchases is None or not self.model.single_choice:
+            return None
+        rows = np.broadcast_to(np.maximum(user, 0)[:, None], shown.shape)
+        counts = np.asarray(self.purchases[rows.reshape(-1), shown.reshape(-1)]).reshape(shown.shape)
+        return np.where(user[:, None] >= 0, counts, 0.0)
 
     def examination(self, n_positions: int) -> np.ndarray:
         """Fitted position bias (power law beyond the logged positions)."""
@@ -87,7 +109,7 @@ class FittedBackend:
         query = np.where(sessions.query[:, None] >= 0, self.space.query_vecs[np.maximum(sessions.query, 0)], 0.0) \
             if len(self.space.query_vecs) else np.zeros_like(profile)
         return self.model.predict(profile, self.space.item_vecs[shown], query, sessions.is_search, shown,
-                                  sessions.user, sessions.context)
+                                  sessions.user, sessions.context, self.repeats(sessions.user, shown))
 
     def continuation(self, sessions: Sessions, profile: np.ndarray, shown: np.ndarray, clicked: np.ndarray,
                      purchased: np.ndarray, repeat_share: np.ndarray, attract: np.ndarray,

@@ -22,7 +22,7 @@ from encoders.profiles import BehaviourWeights, vector
 from envs.backends import FittedBackend, SegmentReferenceBackend, TrueWorldBackend
 from envs.candidates import CandidateGenerator
 from envs.core import EnvConfig, SessionSource, Simulator
-from envs.fitted import FitConfig, ResponseModel, fit_response_model, session_codes
+from envs.fitted import FitConfig, ResponseModel, fit_response_model, purchase_counts, session_codes
 from envs.model_store import Fingerprint, fit_cached, load_fitted
 from envs.space import ItemSpace, UserTable
 from envs.synthetic import SyntheticWorld, WorldConfig, generate_logs
@@ -189,6 +189,7 @@ def log_simulator(train: LoggedData, space: ItemSpace, model: ResponseModel,
 
     Each new session copies a logged session's first request, drawn uniformly: its user (their history and
     profile), its query and its context columns (encoded as the model was fitted), kept for the whole session.
+    A purchase-choice model (purchase-only logs) also gets each known shopper's purchase counts in ``train``.
     """
     config = config or EnvConfig()
     users, generator, _ = _common(train, space, config)
@@ -204,8 +205,9 @@ def log_simulator(train: LoggedData, space: ItemSpace, model: ResponseModel,
         else np.full(len(starts), -1)
     context = model.context.transform(inter.iloc[starts]) if model.context.width else None
     source = SessionSource(space, users, log_starts=(user.astype(np.int64), query), log_context=context)
-    return Simulator(space, users, generator, FittedBackend(model, space), source, config, _prices(train.items),
-                     model.default_profile)
+    purchases = purchase_counts(train, users.user_ids, space.item_ids) if model.single_choice else None
+    return Simulator(space, users, generator, FittedBackend(model, space, purchases), source, config,
+                     _prices(train.items), model.default_profile)
 
 
 @dataclass(frozen=True)

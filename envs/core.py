@@ -297,7 +297,13 @@ class Simulator:
         attract, cart_p, buy_p = probs[..., 0], probs[..., 1], probs[..., 2]
         fake = state.sessions.fake[:, None]
         u = rng.random((3, b, k))
-        real_click = u[0] < self.examination[None, :k] * attract
+        single_choice = bool(getattr(self.backend, "single_choice", False))
+        if single_choice:  # at most one purchase per page (purchase-only logs): one multinomial-logit draw
+            choice_p = choice_probabilities(attract, self.examination[:k])
+            pick = (u[0][:, :1] >= np.cumsum(choice_p, axis=1)).sum(axis=1)  # k: the outside option
+            real_click = np.arange(k)[None, :] == pick[:, None]
+        else:
+            real_click = u[0] < self.examination[None, :k] * attract
         spam = rng.random((b, k)) < cfg.click_spam_rate
         clicked = np.where(fake, u[0] < cfg.fake_click_prob, real_click | spam)
         carted = real_click & ~fake & (u[1] < cart_p)
@@ -315,11 +321,21 @@ class Simulator:
             "repeat": repeat, "diversity": diversity,
         }
         if cfg.track_values:
-            values = self.item_values(state, state.candidates, profile_vecs)
             exam = self.examination[:k]
-            info["candidate_values"] = values
-            info["expected_reward"] = cfg.reward.page_value(values[rows, slots], exam)
-            info["oracle_reward"] = cfg.reward.page_value(-np.sort(-values, axis=1)[:, :k], exam)
+            if single_choice:  # the oracle shows the K largest odds x reward (exact when every purchase is worth the same)
+                p = self.backend.probabilities(state.sessions, profile_vecs, state.candidates)
+                cand = p[..., 0]
+                worth = cfg.reward.item_value(np.ones_like(cand), p[..., 1], p[..., 2], self.prices[state.candidates])
+                values = cand * worth
+                best = np.argsort(-values / np.maximum(1.0 - cand, 1e-300), axis=1, kind="stable")[:, :k]
+                info["candidate_values"] = values
+                info["expected_reward"] = choice_page_value(cand[rows, slots], worth[rows, slots], exam)
+                info["oracle_reward"] = choice_page_value(cand[rows, best], worth[rows, best], exam)
+            else:
+                values = self.item_values(state, state.candidates, profile_vecs)
+                info["candidate_values"] = values
+                info["expected_reward"] = cfg.reward.page_value(values[rows, slots], exam)
+                info["oracle_reward"] = cfg.reward.page_value(-np.sort(-values, axis=1)[:, :k], exam)
         cont = self.backend.continuation(state.sessions, profile_vecs, shown, clicked, purchased, repeat_share,
                                          attract, state.page)
         terminated = rng.random(b) >= cont
@@ -392,6 +408,25 @@ class Simulator:
         out[:, start + n * d:] = self.extra_features(state).reshape(b, -1)
         np.clip(out[:, :2 * d], -1.0, 1.0, out=out[:, :2 * d])  # float rounding of unit vectors
         return out
+
+
+def choice_probabilities(attract: np.ndarray, examination: np.ndarray) -> np.ndarray:
+    r"""(B, K) probability that each slot's item is the page's one purchase (multinomial logit, outside option).
+
+    .. math::
+        P_j = \frac{o_j}{1 + \sum_l o_l}, \qquad o_j = \theta_j \frac{\alpha_j}{1 - \alpha_j},
+
+    with :math:`\alpha_j` the item's purchase probability were it shown alone (attract, (B, K)) and
+    :math:`\theta_j` the slot's examination (K,); :math:`1 - \sum_j P_j` is the outside option's share.
+    """
+    odds = examination[None, : attract.shape[1]] * attract / np.maximum(1.0 - attract, 1e-300)
+    odds = np.minimum(odds, 1e300)
+    return odds / (1.0 + odds.sum(axis=1, keepdims=True))
+
+
+def choice_page_value(attract: np.ndarray, worth: np.ndarray, examination: np.ndarray) -> np.ndarray:
+    r"""(B,) expected reward :math:`\sum_j P_j w_j` of a single-choice page; worth (B, K) is each item's reward if bought."""
+    return (choice_probabilities(attract, examination) * worth).sum(axis=1)
 
 
 def intra_list_diversity(vecs: np.ndarray) -> np.ndarray:

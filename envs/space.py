@@ -177,7 +177,9 @@ class UserTable:
         """Histories (last ``history_length`` engaged items per user) and item popularity from ``logs``.
 
         Popularity is a Beta-smoothed CTR, (clicks + m * ctr) / (views + m), with the global CTR as the
-        prior mean and ``m = prior_views`` pseudo-views; unseen items get the global CTR.
+        prior mean and ``m = prior_views`` pseudo-views; unseen items get the global CTR. On positives-only logs
+        (every row clicked: purchases alone) a rate says nothing, and popularity is the item's count over the
+        largest count.
         """
         inter = logs.interactions
         item = item_ids.get_indexer(pd.Index(inter[S.ITEM_ID]))
@@ -188,6 +190,8 @@ class UserTable:
         clicks = np.bincount(item, weights=clicked, minlength=len(item_ids))
         ctr = clicks.sum() / max(views.sum(), 1.0)
         popularity = (clicks + prior_views * ctr) / (views + prior_views)
+        if len(clicked) and clicked.min() >= 1:  # positives only: every rate is 1, so the count is the signal
+            popularity = views / max(float(views.max()), 1.0)
         if not logs.has_users:
             empty = np.zeros((0, history_length))
             return cls(pd.Index([], dtype="string"), empty.astype(np.int64), empty, popularity)

@@ -37,6 +37,9 @@ probability (0 = one page per session).
 
 Profiles used in training are time-respecting: the profile of a request pools (behaviour-weighted)
 the user's engagements in *earlier* requests only, exactly as the env updates profiles online.
+Purchase-only logs (no impressions) get a multinomial-logit choice model with an outside option instead
+(:mod:`envs.fitted.choice`), in the same :class:`ResponseModel` container.
+
 Saved as ``model.safetensors`` (tensors) + ``model.json`` (config); no pickle.
 
 The package splits along three seams: :mod:`envs.fitted.config` (the options),
@@ -44,6 +47,7 @@ The package splits along three seams: :mod:`envs.fitted.config` (the options),
 (from logs to a model).
 """
 
+from envs.fitted.choice import fit_choice_model, is_purchase_only, purchase_counts
 from envs.fitted.config import FitConfig
 from envs.fitted.fitting import (
     SESSION_GAP_SECONDS,
@@ -59,17 +63,21 @@ from envs.fitted.fitting import (
 from envs.fitted.fitting import (
     _request_arrays as _request_arrays,  # envs.fidelity rebuilds the request arrays of held-out logs
 )
-from envs.fitted.model import ResponseModel, items_digest, page_features
+from envs.fitted.model import ChoiceTerms, ResponseModel, items_digest, page_features
 
 __all__ = [
     "SESSION_GAP_SECONDS",
     "Calibration",
+    "ChoiceTerms",
     "FitConfig",
     "ResponseModel",
     "calibrate_examination",
     "debias_weights",
     "examination_from_propensities",
+    "fit_choice_model",
     "fit_response_model",
+    "is_purchase_only",
+    "purchase_counts",
     "items_digest",
     "page_features",
     "row_probabilities",

@@ -58,6 +58,13 @@ class FitConfig:
             in the fidelity report against 9.7% for one run, but no better click log-loss (0.1712 vs 0.1708)
             and no better agreement in ``shopgym compare`` (MARE 7.9% vs 7.6%), for a fit of about 190 s
             instead of 70 s (``docs/notes/simulator-fidelity.md``); ``experiment=long`` uses 3.
+        choice_negatives: purchase-only logs (:mod:`envs.fitted.choice`): catalog items drawn uniformly against
+            each logged purchase in the conditional-logit fit.
+        page_conversion: purchase-only logs: the assumed probability that a page of ten catalog items drawn at
+            random ends in a purchase; it sets the outside option, which purchases alone cannot reveal (take it
+            from your analytics: purchases per product-list page view).
+        no_purchase_continuation: purchase-only logs: the assumed probability that a shopper who bought nothing
+            on a page looks at another one (after a purchase, the logged basket sizes decide).
         seed: torch seed.
         threads: torch threads (None: torch's default).
     """
@@ -86,6 +93,9 @@ class FitConfig:
     shopper_deviation: int = 32
     relevance_knots: int = 12
     class_restarts: int = 1
+    choice_negatives: int = 16
+    page_conversion: float = 0.02
+    no_purchase_continuation: float = 0.5
     seed: int = 0
     threads: int | None = None
 
@@ -101,6 +111,11 @@ class FitConfig:
             raise ConfigError(f"`calibrate_on` must be 'logged' or 'weighted', got {self.calibrate_on!r}")
         check_int(self.shopper_deviation, "shopper_deviation", min_value=0)
         check_int(self.relevance_knots, "relevance_knots", min_value=0)
+        check_int(self.choice_negatives, "choice_negatives", min_value=1)
+        if not 0.0 < self.page_conversion < 1.0:
+            raise ConfigError(f"`page_conversion` must be in (0, 1), got {self.page_conversion}")
+        if not 0.0 <= self.no_purchase_continuation < 1.0:
+            raise ConfigError(f"`no_purchase_continuation` must be in [0, 1), got {self.no_purchase_continuation}")
         if not 0.0 <= self.valid_fraction < 0.5:
             raise ConfigError(f"`valid_fraction` must be in [0, 0.5), got {self.valid_fraction}")
         if not 0.0 <= self.default_continuation < 1.0:

@@ -123,15 +123,21 @@ def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | 
         sample_weight: (n_rows,) weights of the rows (e.g. a bootstrap's, :mod:`envs.fitted.ensemble`),
             multiplying the inverse-propensity weights in the likelihood and the calibration; None: all 1.
 
+    A purchase-only log (every row clicked and purchased: UCI Online Retail) has no impressions to learn clicks
+    from; it gets the purchase-choice model instead (:mod:`envs.fitted.choice`).
+
     Raises:
-        DataFormatError: the logs cannot support a click model (no clicks, or every row clicked:
-            positives-only logs such as UCI Online Retail have no impressions to learn from).
+        DataFormatError: the logs cannot support a click model (no clicks at all, or every row clicked
+            without being a purchase-only log).
     """
     from dataclasses import replace
 
+    from envs.fitted.choice import fit_choice_model, is_purchase_only
     from envs.fitted.context import context_columns
 
     cfg = config or FitConfig()
+    if is_purchase_only(train):
+        return fit_choice_model(train, space, cfg, progress=progress, sample_weight=sample_weight)
     started = time.perf_counter()
     with_context = _fit_one(train, space, cfg, progress=progress, sample_weight=sample_weight)
     if not with_context.context.width:

@@ -72,6 +72,34 @@ class _Net(nn.Module):
         return full[(position - 1).clamp(max=len(full) - 1)]
 
 
+@dataclass(frozen=True)
+class ChoiceTerms:
+    r"""The purchase-choice model's terms beyond the network (see :mod:`envs.fitted.choice`).
+
+    Attributes:
+        repeat_coef: :math:`\gamma`, utility per unit of :math:`\log(1 + n_{ui})` (earlier purchases of the item).
+        price_coef: :math:`\beta`, utility per standard deviation of log price.
+        price_score: (n_items,) float32 :math:`z_i`, the standardised log prices.
+        page_conversion: the assumed conversion of a random ten-item page that set the outside option.
+        continuation_after_purchase: P(another page | a purchase on this one).
+        continuation_without_purchase: P(another page | no purchase on this one).
+    """
+
+    repeat_coef: float
+    price_coef: float
+    price_score: np.ndarray
+    page_conversion: float
+    continuation_after_purchase: float
+    continuation_without_purchase: float
+
+    def to_json(self) -> dict[str, float]:
+        """The scalar terms (the prices are saved as a tensor)."""
+        return {"repeat_coef": self.repeat_coef, "price_coef": self.price_coef,
+                "page_conversion": self.page_conversion,
+                "continuation_after_purchase": self.continuation_after_purchase,
+                "continuation_without_purchase": self.continuation_without_purchase}
+
+
 @dataclass
 class ResponseModel:
     r"""A fitted user-response model (see :mod:`envs.fitted`).
@@ -94,6 +122,9 @@ class ResponseModel:
             :math:`\alpha' = \sigma(\mathrm{logit}\,\alpha + a)` (see :func:`envs.fitted.calibrate_examination`).
         context: how the logs' request context columns are encoded (:mod:`envs.fitted.context`; empty: none).
         context_mean: (m,) mean encoded context of the training requests, used when a request's is unknown.
+        choice: the purchase-choice terms when the model was fitted on a purchase-only log
+            (:mod:`envs.fitted.choice`): then each page ends in at most one purchase, drawn by the env from the
+            odds :math:`\alpha / (1 - \alpha)` against the outside option, and P(cart | click) = P(purchase | cart) = 1.
     """
 
     net: _Net
@@ -113,6 +144,12 @@ class ResponseModel:
     attract_shift: float = 0.0
     context: ContextEncoding = field(default_factory=ContextEncoding)
     context_mean: np.ndarray | None = None
+    choice: ChoiceTerms | None = None
+
+    @property
+    def single_choice(self) -> bool:
+        """Whether a page ends in at most one purchase (the purchase-choice model), not in independent clicks."""
+        return self.choice is not None
 
     # ------------------------------------------------------------------ prediction
     def examination(self, n_positions: int) -> np.ndarray:
@@ -126,7 +163,7 @@ class ResponseModel:
     @torch.inference_mode()
     def predict(self, user: np.ndarray, item_vecs: np.ndarray, query: np.ndarray, is_search: np.ndarray,
                 items: np.ndarray, user_rows: np.ndarray | None = None,
-                context: np.ndarray | None = None) -> np.ndarray:
+                context: np.ndarray | None = None, repeat: np.ndarray | None = None) -> np.ndarray:
         """Probabilities of click-if-examined, cart | click, purchase | cart.
 
         Args:
@@ -137,6 +174,7 @@ class ResponseModel:
             items: (B, K) catalog indices.
             user_rows: (B,) rows in the training user table (-1 or None: unknown users).
             context: (B, m) encoded request contexts (:attr:`context`; None: the training mean).
+            repeat: (B, K) earlier purchases of each item by its shopper (the purchase-choice model; None: 0).
 
         Returns:
             (B, K, 3) float64.
@@ -153,7 +191,14 @@ class ResponseModel:
             mean = np.asarray(self.context_mean, dtype=np.float32)
             given = np.broadcast_to(mean, (b, self.net.n_context)) if context is None else context
             ctx = torch.from_numpy(np.ascontiguousarray(given, dtype=np.float32)).unsqueeze(1)
-        logits = self.net(u, i, q, s, torch.from_numpy(np.asarray(items, dtype=np.int64)), user_t, ctx)
+        logits = self.net(u, i, q, s, torch.from_numpy(np.ascontiguousarray(items, dtype=np.int64)), user_t, ctx)
+        if self.choice is not None:
+            utility = logits[..., 0].double().numpy() + self.choice.price_coef * self.choice.price_score[items]
+            if repeat is not None:
+                utility = utility + self.choice.repeat_coef * np.log1p(np.asarray(repeat, dtype=np.float64))
+            out = np.ones((b, k, 3))
+            out[..., 0] = expit(utility + self.attract_shift)
+            return out
         probs = torch.sigmoid(logits).double().numpy()
         if self.classes is not None:
             probs[..., 0] = self.classes.attractiveness(item_vecs, query, is_search, items, user_rows, user)
@@ -183,6 +228,8 @@ class ResponseModel:
         tensors["default_profile"] = torch.from_numpy(np.asarray(self.default_profile, dtype=np.float32))
         if self.context_mean is not None:
             tensors["context_mean"] = torch.from_numpy(np.asarray(self.context_mean, dtype=np.float32))
+        if self.choice is not None:
+            tensors["choice.price_score"] = torch.from_numpy(np.asarray(self.choice.price_score, dtype=np.float32))
         if self.classes is not None:
             tensors.update({f"classes.{k}": v.detach().contiguous() for k, v in self.classes.state_dict().items()})
         atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, str(tmp)))
@@ -194,6 +241,7 @@ class ResponseModel:
             "default_continuation": self.default_continuation, "report": self.report,
             "has_cart": self.has_cart, "has_purchase": self.has_purchase, "attract_shift": self.attract_shift,
             "n_context": int(self.net.n_context), "context": self.context.to_json(),
+            "choice": None if self.choice is None else self.choice.to_json(),
             "latent_classes": None if self.classes is None else {
                 "n_classes": int(self.classes.taste.shape[0]), "n_users": self.classes.n_users,
                 "deviation_rank": self.classes.deviation_rank, "relevance_knots": len(self.classes.knots)},
@@ -219,6 +267,7 @@ class ResponseModel:
                    int(config["n_users"]), int(config.get("n_context", 0)))
         default = tensors.pop("default_profile").numpy()
         context_mean = tensors.pop("context_mean").numpy() if "context_mean" in tensors else None
+        price_score = tensors.pop("choice.price_score", None)
         class_tensors = {k[len("classes."):]: tensors.pop(k) for k in list(tensors) if k.startswith("classes.")}
         classes = None
         try:
@@ -232,13 +281,22 @@ class ResponseModel:
         except (RuntimeError, KeyError, TypeError) as exc:
             raise ConfigError(f"{folder}: model.safetensors does not match model.json ({exc}); refit it") from exc
         net.eval()
+        choice = None
+        if config.get("choice"):
+            if price_score is None:
+                raise ConfigError(f"{folder}: model.json describes a purchase-choice model but model.safetensors has "
+                                  "no choice.price_score; refit it")
+            spec_c = config["choice"]
+            choice = ChoiceTerms(float(spec_c["repeat_coef"]), float(spec_c["price_coef"]), price_score.numpy(),
+                                 float(spec_c["page_conversion"]), float(spec_c["continuation_after_purchase"]),
+                                 float(spec_c["continuation_without_purchase"]))
         coef = config["continuation_coef"]
         return cls(net, config["dim"], config["n_items"], config["items_digest"],
                    np.asarray(config["examination_logged"]), float(config["eta"]),
                    None if coef is None else np.asarray(coef), float(config["default_continuation"]), default,
                    int(config["hidden"]), dict(config.get("report", {})), bool(config.get("has_cart", True)),
                    bool(config.get("has_purchase", True)), classes, float(config.get("attract_shift", 0.0)),
-                   ContextEncoding.from_json(config.get("context")), context_mean)
+                   ContextEncoding.from_json(config.get("context")), context_mean, choice)
 
     def check_space(self, space: ItemSpace) -> None:
         """Raise if ``space`` is not the catalog/embedding the model was fitted on."""

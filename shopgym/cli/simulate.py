@@ -118,6 +118,8 @@ def _fidelity(args: argparse.Namespace) -> int:
                               "obd/random/all --format obd --test obd/bts/all)")
         return _other_log(args, replace(spec, test_path=str(args.test)))
     built = build_simulator(spec)
+    if built.model is not None and built.model.single_choice:
+        return _purchase_fidelity(args, built)
     fit, inputs = spec.fit, built.inputs
     logs, train, test, space, setup = inputs.logs, inputs.train, inputs.test, inputs.space, inputs.setup
     model = built.model
@@ -194,6 +196,23 @@ def _fidelity(args: argparse.Namespace) -> int:
     write_report(report, args.out)
     print(report.to_markdown())
     print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, ctr_by_position.png")
+    return 0
+
+
+def _purchase_fidelity(args: argparse.Namespace, built: Any) -> int:
+    """``simulate fidelity`` on a purchase-only log: next purchases and the agents' order (purchase_fidelity)."""
+    from envs.build import make_encoder
+    from shopgym.app.purchase_fidelity import purchase_fidelity, write_purchase_report
+
+    spec = built.spec
+    report = purchase_fidelity(built, make_encoder(spec.encoder, spec.cache_dir), sessions=args.sessions,
+                               seed=args.seed, progress=True)
+    report.settings = {"command": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                                   if k not in ("handler", "fit")},
+                       "fit": asdict(spec.fit), "model": None if built.model_dir is None else str(built.model_dir)}
+    write_purchase_report(report, args.out)
+    print(report.to_markdown())
+    print(f"wrote {args.out / 'fidelity.md'}, fidelity.json, agents_order.png")
     return 0
 
 
