@@ -107,6 +107,37 @@ def true_values(setting: ShopSetting, n_requests: int, seed: int, chunk: int = 5
     return out
 
 
+def epsilon_mixture_dm_given_prefix(q_hat: np.ndarray, logged: np.ndarray, greedy: np.ndarray, epsilon: float,
+                                    prefix_prob: np.ndarray) -> np.ndarray:
+    r"""(n, K) the reward model's expectation at slot k under an epsilon-mixture policy given the logged slots above k.
+
+    The policy shows its greedy ranking with probability :math:`1 - \epsilon`, else a uniformly random one. Given
+    the logged prefix :math:`a_{1:k-1}` (probability :math:`P_{k-1}`, ``prefix_prob``; :math:`P_0 = 1`) the greedy
+    branch has posterior :math:`g = (1 - \epsilon) [a_{1:k-1} = \text{greedy}_{1:k-1}] / P_{k-1}`, and slot k is
+    the greedy item with probability g, else uniform over the candidates not yet shown:
+    :math:`g\,\hat q(\text{greedy}_k) + (1 - g)\, \mathrm{mean}_{a \notin a_{1:k-1}} \hat q(a, k)`.
+
+    Args:
+        q_hat: (n, K, N) predictions for every candidate at every slot.
+        logged, greedy: (n, K) candidate columns of the logged and the greedy rankings.
+        epsilon: the exploration share.
+        prefix_prob: (n, K) the policy's probability of the logged slots 1..k.
+    """
+    n, k, cand = q_hat.shape
+    rows = np.arange(n)[:, None]
+    slots = np.arange(k)[None, :]
+    agrees = np.cumprod(logged == greedy, axis=1).astype(bool)
+    agrees_above = np.concatenate([np.ones((n, 1), bool), agrees[:, :-1]], axis=1)
+    prob_above = np.concatenate([np.ones((n, 1)), prefix_prob[:, :-1]], axis=1)
+    g = np.where(agrees_above, (1.0 - epsilon) / np.maximum(prob_above, 1e-300), 0.0).clip(0.0, 1.0)
+    shown_above = np.zeros((n, k, cand), dtype=bool)
+    for j in range(1, k):  # K slots: a loop over positions, vectorised over requests and candidates
+        shown_above[:, j] = shown_above[:, j - 1]
+        shown_above[np.arange(n), j, logged[:, j - 1]] = True
+    remaining = np.where(shown_above, 0.0, q_hat).sum(axis=2) / (cand - np.arange(k))[None, :]
+    return g * q_hat[rows, slots, greedy] + (1.0 - g) * remaining
+
+
 def one_replication(rep: int, *, setting: ShopSetting, n_requests: int, names: tuple[str, ...], n_resamples: int,
                     alpha: float, seed: int, truth: float) -> list[dict[str, float | str | int]]:
     """Log fresh requests, evaluate the target policy, and return one row per (estimator, interval method)."""
@@ -128,9 +159,11 @@ def one_replication(rep: int, *, setting: ShopSetting, n_requests: int, names: t
     target_greedy = target.greedy(users, candidates, intent, k)
     target_prefix = epsilon_mixture_propensities(logged.slots, target_greedy, target.epsilon, n_cand)[1]
     target_slate = target_prefix[:, -1]
+    dm_prefix = epsilon_mixture_dm_given_prefix(q_hat, logged.slots, target_greedy, target.epsilon, target_prefix)
     inputs = RankingInputs(reward=reward, target_prob=target_prob, pscore=logged.propensity, dm=dm,
                            q_logged=q_logged, slate_pscore=logged.slate_propensity, target_slate_prob=target_slate,
-                           prefix_pscore=logged.prefix_propensity, target_prefix_prob=target_prefix)
+                           prefix_pscore=logged.prefix_propensity, target_prefix_prob=target_prefix,
+                           dm_prefix=dm_prefix)
     report = evaluate_ranking(inputs, estimators=[RANKING_ESTIMATORS[n] for n in names], n_resamples=n_resamples,
                               alpha=alpha, seed=rep, n_jobs=1, warn=False)
     w = inputs.weights()

@@ -322,7 +322,7 @@ class Simulator:
         }
         if cfg.track_values:
             exam = self.examination[:k]
-            if single_choice:  # the oracle shows the K largest odds x reward (exact when every purchase is worth the same)
+            if single_choice:  # the oracle shows the K largest odds x reward (exact when purchases are worth alike)
                 p = self.backend.probabilities(state.sessions, profile_vecs, state.candidates)
                 cand = p[..., 0]
                 worth = cfg.reward.item_value(np.ones_like(cand), p[..., 1], p[..., 2], self.prices[state.candidates])
@@ -425,7 +425,7 @@ def choice_probabilities(attract: np.ndarray, examination: np.ndarray) -> np.nda
 
 
 def choice_page_value(attract: np.ndarray, worth: np.ndarray, examination: np.ndarray) -> np.ndarray:
-    r"""(B,) expected reward :math:`\sum_j P_j w_j` of a single-choice page; worth (B, K) is each item's reward if bought."""
+    r"""(B,) expected reward :math:`\sum_j P_j w_j` of a single-choice page; worth (B, K): rewards if bought."""
     return (choice_probabilities(attract, examination) * worth).sum(axis=1)
 
 

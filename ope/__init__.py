@@ -10,7 +10,8 @@ Estimate how a new policy would have done from logs collected by another (the lo
 * estimators: :class:`DirectMethod`, :class:`IPS`, :class:`ClippedIPS`, :class:`SelfNormalizedIPS`,
   :class:`DoublyRobust`, :class:`SelfNormalizedDR`, :class:`SwitchDR`,
   :class:`DoublyRobustWithShrinkage`; for slates :class:`SlateStandardIPS`,
-  :class:`SlateIndependentIPS`, :class:`SlateRewardInteractionIPS` and their self-normalised versions;
+  :class:`SlateIndependentIPS`, :class:`SlateRewardInteractionIPS` and their self-normalised versions, and the
+  cascade doubly robust :class:`SlateCascadeDR` (with :class:`SlateRewardPredictions`);
 * reward models for DM/DR with cross-fitting (:func:`cross_fit_q_hat`);
 * intervals (:func:`bootstrap_ci`, :func:`normal_ci`) and weight diagnostics (:func:`diagnose`);
 * :func:`evaluate`: all of it in one call, returning an :class:`OPEReport`.
@@ -41,6 +42,7 @@ from ope.estimators import (
     SelfNormalizedDR,
     SelfNormalizedIPS,
     SwitchDR,
+    WorstCaseBound,
     prepare_bandit_inputs,
 )
 from ope.evaluate import (
@@ -81,9 +83,11 @@ from ope.slate import (
     SelfNormalizedSlateIndependentIPS,
     SelfNormalizedSlateRewardInteractionIPS,
     SelfNormalizedSlateStandardIPS,
+    SlateCascadeDR,
     SlateEstimator,
     SlateIndependentIPS,
     SlateRewardInteractionIPS,
+    SlateRewardPredictions,
     SlateStandardIPS,
 )
 from ope.synthetic import BanditSample, SlateSample, SyntheticBandit, SyntheticSlates
@@ -139,11 +143,14 @@ __all__ = [
     "SlateIndependentIPS",
     "SlateLog",
     "SlateRewardInteractionIPS",
+    "SlateCascadeDR",
+    "SlateRewardPredictions",
     "SlateSample",
     "SlateStandardIPS",
     "SlateTarget",
     "SupportDeficiencyWarning",
     "SwitchDR",
+    "WorstCaseBound",
     "SyntheticBandit",
     "SyntheticSlates",
     "WeightDiagnostics",

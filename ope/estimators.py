@@ -42,6 +42,7 @@ __all__ = [
     "SelfNormalizedDR",
     "SelfNormalizedIPS",
     "SwitchDR",
+    "WorstCaseBound",
     "at_logged_position",
     "check_action_dist",
     "prepare_bandit_inputs",
@@ -306,6 +307,39 @@ class IPS(BanditEstimator):
     def terms(self, inputs: BanditInputs) -> RoundTerms:
         """Per-round :math:`w_i r_i`."""
         return RoundTerms.plain(inputs.weights(self.name) * inputs.reward)
+
+
+@dataclass(frozen=True)
+class WorstCaseBound(BanditEstimator):
+    r"""IPS completed by a constant reward where the logs have no support: one side of the worst-case bounds.
+
+    Note:
+        With exact propensities, :math:`E[w\,r]` is the value of the evaluation policy's choices the logging
+        policy could make, and :math:`1 - E[w]` the probability mass of those it could not. Whatever the reward
+        of the unsupported choices, inside :math:`[r_{\min}, r_{\max}]`, the value lies between
+
+        .. math:: \frac{1}{n}\sum_i \big[w_i r_i + (1 - w_i)\, r_{\min}\big] \quad\text{and}\quad
+            \frac{1}{n}\sum_i \big[w_i r_i + (1 - w_i)\, r_{\max}\big]
+
+        in expectation (Manski's bounds; also DR with the constant reward model :math:`\hat q = r_{\min}` or
+        :math:`r_{\max}`). The estimator with ``reward_bound`` = :math:`r_{\min}` (:math:`r_{\max}`) is the lower
+        (upper) one; with full support both equal IPS.
+
+    Args:
+        reward_bound: the constant reward :math:`c` put on the unsupported mass.
+        name: label in reports.
+    """
+
+    reward_bound: float = 0.0
+    name: str = "bound"
+
+    def __post_init__(self) -> None:
+        check_scalar(self.reward_bound, "reward_bound", float)
+
+    def terms(self, inputs: BanditInputs) -> RoundTerms:
+        r"""Per-round :math:`w_i r_i + (1 - w_i)\, c`."""
+        w = inputs.weights(self.name)
+        return RoundTerms.plain(w * inputs.reward + (1.0 - w) * float(self.reward_bound))
 
 
 @dataclass(frozen=True)

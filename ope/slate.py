@@ -16,7 +16,8 @@ reward depends on the rest of the slate:
   only on the slots above it (cascade model).
 
 Each has a self-normalised version. All take a :class:`~ope.data.SlateLog` and a
-:class:`~ope.data.SlateTarget`.
+:class:`~ope.data.SlateTarget`. The cascade one also has a doubly robust form (:class:`SlateCascadeDR`),
+which adds a reward model's predictions (:class:`SlateRewardPredictions`) as a control variate.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from ope.terms import RoundTerms
 
 __all__ = [
     "SelfNormalizedSlateIndependentIPS",
+    "SlateCascadeDR",
+    "SlateRewardPredictions",
     "SelfNormalizedSlateRewardInteractionIPS",
     "SelfNormalizedSlateStandardIPS",
     "SlateEstimator",
@@ -85,11 +88,44 @@ def slate_weights(log: SlateLog, target: SlateTarget, kind: SlateKind, estimator
     return prob / pscore
 
 
+@dataclass(frozen=True)
+class SlateRewardPredictions:
+    r"""A reward model's predictions for the doubly robust slate estimators.
+
+    Attributes:
+        q_logged: (n_rounds, slate_size) :math:`\hat q(x_i, a_{ik}, k)`, the predicted reward of each logged item
+            at its slot.
+        q_target: (n_rounds, slate_size) :math:`\hat q(x_i, \pi_e, k)`, the predicted reward of slot k under the
+            evaluation policy, :math:`\sum_a \pi_e(a \text{ at } k \mid x_i)\, \hat q(x_i, a, k)`.
+
+    Raises:
+        OPEInputError: the shapes differ or a value is not finite.
+    """
+
+    q_logged: np.ndarray
+    q_target: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("q_logged", "q_target"):
+            value = np.asarray(getattr(self, name), dtype=np.float64)
+            if value.ndim != 2:
+                raise OPEInputError(f"`{name}` must be (n_rounds, slate_size); found shape {value.shape}")
+            if not np.isfinite(value).all():
+                raise OPEInputError(f"`{name}` must be finite; found NaN or inf at round "
+                                    f"{int(np.argwhere(~np.isfinite(value))[0][0])}")
+            object.__setattr__(self, name, value)
+        if self.q_logged.shape != self.q_target.shape:
+            raise OPEInputError(f"`q_logged` {self.q_logged.shape} and `q_target` {self.q_target.shape} must have "
+                                "the same shape")
+
+
 class SlateEstimator(ABC):
     """Interface of the slate estimators (frozen dataclasses with a ``name`` field)."""
 
     name: str
     kind: ClassVar[SlateKind]
+    #: whether :meth:`round_terms` also takes :class:`SlateRewardPredictions` (the doubly robust forms)
+    needs_reward_model: ClassVar[bool] = False
 
     @abstractmethod
     def round_terms(self, log: SlateLog, target: SlateTarget) -> RoundTerms:
@@ -173,6 +209,43 @@ class SlateRewardInteractionIPS(SlateEstimator):
         r"""Per-round :math:`\sum_k w_{i,1:k} r_{ik}`."""
         w = slate_weights(log, target, self.kind, self.name)
         return RoundTerms.plain((w * log.reward).sum(axis=1))
+
+
+@dataclass(frozen=True)
+class SlateCascadeDR(SlateEstimator):
+    r"""Cascade doubly robust (Kiyohara et al., 2022): RIPS with a reward model as a control variate.
+
+    Note:
+        .. math:: \hat V_{\mathrm{CDR}} = \frac{1}{n}\sum_{i=1}^n \sum_{k=1}^K \Big[
+            w_{i,1:k}\,\big(r_{ik} - \hat q(x_i, a_{ik}, k)\big) + w_{i,1:k-1}\, \hat q(x_i, \pi_e, k)\Big],
+            \qquad w_{i,1:0} = 1,
+
+        with :math:`w_{i,1:k}` the prefix ratios of :class:`SlateRewardInteractionIPS`. Unbiased under cascade
+        clicks when either the prefix propensities or the reward model are right, provided
+        :math:`\hat q(x_i, \pi_e, k)` is the model's expectation under the evaluation policy *given the logged
+        prefix above k*. A slot-wise reward model's expectation under the policy's per-slot marginal (what
+        :class:`SlateRewardPredictions` holds) is exactly that for a deterministic policy (a positive prefix
+        weight means the policy ranks that prefix) and an approximation for a stochastic one.
+
+    Args:
+        name: label in reports.
+    """
+
+    name: str = "cascade_dr"
+    kind: ClassVar[SlateKind] = "cascade"
+    needs_reward_model: ClassVar[bool] = True
+
+    def round_terms(self, log: SlateLog, target: SlateTarget,
+                    q: SlateRewardPredictions | None = None) -> RoundTerms:
+        r"""Per-round :math:`\sum_k w_{i,1:k}(r_{ik} - \hat q_{ik}) + w_{i,1:k-1} \hat q^{\pi_e}_{ik}`."""
+        w = slate_weights(log, target, self.kind, self.name)
+        if q is None:
+            raise OPEInputError(f"`q_target`: {self.name} needs a reward model's predictions for the logged items "
+                                "and for the evaluation policy at every slot; none were given")
+        if q.q_logged.shape != w.shape:
+            raise OPEInputError(f"`q_logged` must have shape {w.shape} (rounds x slots); found {q.q_logged.shape}")
+        above = np.concatenate([np.ones((w.shape[0], 1)), w[:, :-1]], axis=1)
+        return RoundTerms.plain((w * (log.reward - q.q_logged) + above * q.q_target).sum(axis=1))
 
 
 @dataclass(frozen=True)

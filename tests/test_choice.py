@@ -47,7 +47,8 @@ def test_earlier_counts_match_a_loop() -> None:
     user, item, request = rng.integers(0, 5, 300), rng.integers(0, 7, 300), rng.integers(0, 40, 300)
     q_user, q_item, q_request = rng.integers(0, 6, 200), rng.integers(0, 7, 200), rng.integers(0, 45, 200)
     got = PurchaseIndex(user, item, request, 7).earlier(q_user, q_item, q_request)
-    want = [int(((user == u) & (item == i) & (request < r)).sum()) for u, i, r in zip(q_user, q_item, q_request)]
+    want = [int(((user == u) & (item == i) & (request < r)).sum()) for u, i, r in
+            zip(q_user, q_item, q_request, strict=True)]
     np.testing.assert_array_equal(got, want)
 
 

@@ -47,7 +47,7 @@ def test_popularity_writes_table_csv_markdown_and_json(logs_dir, tmp_path, capsy
     assert "Off-policy evaluation of `popularity`" in printed and "| dr |" in printed and "95% bootstrap CI" in printed
     rows = _rows(out)
     assert list(rows.index) == ["dm", "ips", "clipped_ips", "snips", "dr", "sndr", "switch_dr", "dr_os", "sips",
-                                "snsips", "rips", "snrips"]
+                                "snsips", "rips", "snrips", "cascade_dr", "bound_low", "bound_high"]
     assert rows[["estimate", "bootstrap_low", "bootstrap_high", "normal_low", "normal_high"]].notna().all().all()
     assert (rows["bootstrap_low"] <= rows["estimate"] + 1e-12).all()
     report = json.loads((out / "report.json").read_text(), parse_constant=pytest.fail)  # strict: no NaN

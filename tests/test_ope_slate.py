@@ -143,3 +143,19 @@ def test_slate_target_from_position_dist_multiplies_the_slots() -> None:
         ope.slate_target_from_position_dist(LOG, dist[:, :2])
     with pytest.raises(OPEInputError, match="summing to 1"):
         ope.slate_target_from_position_dist(LOG, dist * 0.5)
+
+
+def test_cascade_dr_is_rips_without_a_model_and_unbiased_with_a_wrong_one(cascade_sample) -> None:
+    from ope.slate import SlateCascadeDR, SlateRewardPredictions
+
+    log, target = cascade_sample.log, cascade_sample.target
+    zero = SlateRewardPredictions(np.zeros(log.reward.shape), np.zeros(log.reward.shape))
+    np.testing.assert_allclose(SlateCascadeDR().round_terms(log, target, zero).additive,
+                               SlateRewardInteractionIPS().round_terms(log, target).additive, rtol=1e-12)
+    wrong = SlateRewardPredictions(np.full(log.reward.shape, 0.3), np.full(log.reward.shape, 0.3))
+    terms = SlateCascadeDR().round_terms(log, target, wrong)
+    assert abs((terms.value - cascade_sample.true_value) / ope.standard_error(terms)) < 4
+    with pytest.raises(OPEInputError, match="cascade_dr needs a reward model"):
+        SlateCascadeDR().round_terms(log, target)
+    with pytest.raises(OPEInputError, match="same shape"):
+        SlateRewardPredictions(np.zeros((2, 3)), np.zeros((2, 2)))

@@ -327,7 +327,7 @@ def _train(net: _Net, coef: torch.Tensor, events: _Events, space: ItemSpace, pri
 
 def outside_option(net: _Net, coef: torch.Tensor, events: _Events, space: ItemSpace, price: np.ndarray,
                    cfg: FitConfig) -> float:
-    r"""The logit shift :math:`-v_0` that makes a random page of :data:`REFERENCE_PAGE` items convert at ``page_conversion``.
+    r"""The logit shift :math:`-v_0` making a random page of ten items convert at ``page_conversion``.
 
     For a seeded sample of training requests (their shopper, profile and repeat counts at the time), ten catalog
     items are drawn uniformly; :math:`\bar P(s) = \mathrm{mean}_r \sum_j o_{rj} / (1 + \sum_j o_{rj})` with

@@ -29,9 +29,11 @@ from ope.slate import (
     SelfNormalizedSlateIndependentIPS,
     SelfNormalizedSlateRewardInteractionIPS,
     SelfNormalizedSlateStandardIPS,
+    SlateCascadeDR,
     SlateEstimator,
     SlateIndependentIPS,
     SlateRewardInteractionIPS,
+    SlateRewardPredictions,
     SlateStandardIPS,
 )
 from ope.terms import RoundTerms
@@ -45,14 +47,15 @@ RANKING_ESTIMATORS: dict[str, RankingEstimator] = {
         DirectMethod(), IPS(), ClippedIPS(), SelfNormalizedIPS(), DoublyRobust(), SelfNormalizedDR(), SwitchDR(),
         DoublyRobustWithShrinkage(), SlateStandardIPS(), SelfNormalizedSlateStandardIPS(), SlateIndependentIPS(),
         SelfNormalizedSlateIndependentIPS(), SlateRewardInteractionIPS(), SelfNormalizedSlateRewardInteractionIPS(),
+        SlateCascadeDR(),
     )
 }
 
-#: what :func:`evaluate_ranking` runs by default (``iips``/``sniips`` equal ``ips``/``snips`` here; ``rips`` and
-#: ``snrips`` need the logging policy's prefix propensities, the ``prefix_propensity`` column)
+#: what :func:`evaluate_ranking` runs by default (``iips``/``sniips`` equal ``ips``/``snips`` here; ``rips``,
+#: ``snrips`` and ``cascade_dr`` need the logging policy's prefix propensities, the ``prefix_propensity`` column)
 DEFAULT_RANKING_ESTIMATORS: tuple[RankingEstimator, ...] = tuple(
     RANKING_ESTIMATORS[n] for n in ("dm", "ips", "clipped_ips", "snips", "dr", "sndr", "switch_dr", "dr_os",
-                                    "sips", "snsips", "rips", "snrips")
+                                    "sips", "snsips", "rips", "snrips", "cascade_dr")
 )
 
 
@@ -172,7 +175,15 @@ def evaluate_ranking(
             terms.append(slate)
             continue
         try:
-            terms.append(est.round_terms(*slate))
+            if isinstance(est, SlateCascadeDR):
+                if inputs.dm is None or inputs.q_logged is None:
+                    terms.append(f"`dm`/`q_logged`: {est.name} needs reward-model predictions for the logged "
+                                 "items and the evaluation policy at every slot; none were given")
+                    continue
+                q_target = inputs.dm if inputs.dm_prefix is None else inputs.dm_prefix
+                terms.append(est.round_terms(*slate, SlateRewardPredictions(inputs.q_logged, q_target)))
+            else:
+                terms.append(est.round_terms(*slate))
         except OPEInputError as exc:
             message = str(exc)
             if message.startswith("`cascade_pscore`"):  # name the logged-data column

@@ -50,6 +50,9 @@ class RankingInputs:
             None.
         target_prefix_prob: (n_requests, K) float64 in [0, 1]: the evaluation policy's probability of the same
             prefixes, or None.
+        dm_prefix: (n_requests, K) float64 the reward model's expected reward of slot k under the evaluation
+            policy *given the logged slots above k*, for the cascade doubly robust estimator, or None (then
+            ``dm``, which is the same for a deterministic policy and an approximation for a stochastic one).
 
     Raises:
         OPEInputError: a field has the wrong shape or values outside its range.
@@ -65,6 +68,7 @@ class RankingInputs:
     mask: np.ndarray | None = None
     prefix_pscore: np.ndarray | None = None
     target_prefix_prob: np.ndarray | None = None
+    dm_prefix: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         reward = as_array(self.reward, "reward", ndim=2)
@@ -130,12 +134,19 @@ class RankingInputs:
         if target_prefix is not None:
             check_probabilities(target_prefix, "target_prefix_prob",
                                 meaning="the evaluation policy's probability of the logged slots 1..k")
+        dm_prefix = _opt(self.dm_prefix, "dm_prefix", (n, k), per_slot)
+        if dm_prefix is not None:
+            check_finite(dm_prefix, "dm_prefix")
+            if dm is None:
+                raise OPEInputError("`dm_prefix` comes with `dm` and `q_logged` (the same reward model); found it "
+                                    "alone")
         if mask is not None and (prefix is not None or target_prefix is not None):
             raise OPEInputError("`prefix_pscore`/`target_prefix_prob` need complete pages (a prefix needs every slot "
                                 "above it); pass None with `mask`")
         for name, value in (("target_prob", target), ("pscore", pscore), ("dm", dm), ("q_logged", q_logged),
                             ("slate_pscore", slate_pscore), ("target_slate_prob", target_slate),
-                            ("prefix_pscore", prefix), ("target_prefix_prob", target_prefix)):
+                            ("prefix_pscore", prefix), ("target_prefix_prob", target_prefix),
+                            ("dm_prefix", dm_prefix)):
             object.__setattr__(self, name, value)
 
     @property

@@ -66,8 +66,10 @@ from encoders.hashing import HashingEncoder
 from encoders.profiles import population_default, vector
 from envs.space import ItemSpace, UserTable
 from ope.errors import OPEWarning
+from ope.estimators import WorstCaseBound
 from ope.evaluate import OPEReport
 from ope.ranking import (
+    DEFAULT_RANKING_ESTIMATORS,
     PairRewardModel,
     RankingEstimator,
     RankingInputs,
@@ -345,14 +347,35 @@ class PolicyEvaluation:
         if self.headline is None:
             return None
         name, why = self.headline
-        row = next(r for r in self.report.results if r.estimator == name)
-        interval = next((i for i in row.intervals if i.method == "bootstrap"), row.intervals[0] if row.intervals
-                        else None)
-        span = f" [{interval.low:.4g}, {interval.high:.4g}]" if interval is not None else ""
-        family = "rips" if "rips" in name else "sips" if "sips" in name else "dr" if "dr" in name else \
-            "dm" if name == "dm" else "ips"
-        return (f"**{name.upper()} = {row.value:.4g}{span}** {self.reward} per page ({1 - self.report.alpha:.0%} "
+        value, low, high = self.headline_interval()
+        if name == "bounds":
+            return (f"**between {low:.4g} and {high:.4g}** {self.reward} per page (worst-case "
+                    f"bounds, {1 - self.report.alpha:.0%} interval): {why}. Assumes {ASSUMPTIONS['bounds']}.")
+        span = f" [{low:.4g}, {high:.4g}]" if np.isfinite(low) else ""
+        family = "cascade_dr" if name == "cascade_dr" else "rips" if "rips" in name else "sips" if "sips" in name \
+            else "dr" if "dr" in name else "dm" if name == "dm" else "ips"
+        return (f"**{name.upper()} = {value:.4g}{span}** {self.reward} per page ({1 - self.report.alpha:.0%} "
                 f"interval): {why}. Assumes {ASSUMPTIONS[family]}.")
+
+    def headline_interval(self) -> tuple[float, float, float]:
+        """The headline's (estimate, interval low, interval high).
+
+        The bootstrap interval, else the first one; for the worst-case bounds, NaN and the low bound's lower end
+        and the high bound's upper end.
+        """
+        nan = float("nan")
+        if self.headline is None:
+            return nan, nan, nan
+
+        def ends(name: str) -> tuple[float, float, float]:
+            row = next(r for r in self.report.results if r.estimator == name)
+            interval = next((i for i in row.intervals if i.method == "bootstrap"),
+                            row.intervals[0] if row.intervals else None)
+            return (row.value, nan, nan) if interval is None else (row.value, interval.low, interval.high)
+
+        if self.headline[0] == "bounds":
+            return nan, ends(BOUNDS[0])[1], ends(BOUNDS[1])[2]
+        return ends(self.headline[0])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form: the report's fields plus the run's settings."""
@@ -362,8 +385,9 @@ class PolicyEvaluation:
             "n_dropped": self.n_dropped, "n_fit_requests": self.n_fit_requests, "split_time": self.split_time,
             "encoder": self.encoder, "pool_size": None if self.pool_size is None else self.pool_size.tolist(),
             "warnings": list(self.warnings),
-            "headline": None if self.headline is None else {"estimator": self.headline[0],
-                                                             "reason": self.headline[1]},
+            "headline": None if self.headline is None else dict(zip(
+                ("estimator", "reason", "estimate", "low", "high"), (*self.headline, *self.headline_interval()),
+                strict=True)),
             "choices": list(self.choices),
         }
 
@@ -410,6 +434,9 @@ def auto_encoder(data: LoggedData) -> tuple[str, str]:
 
 
 #: how each estimator family reads the log (the assumption behind a headline)
+#: the estimators of the worst-case bounds (:class:`ope.WorstCaseBound`) that join the defaults, low then high
+BOUNDS = ("bound_low", "bound_high")
+
 ASSUMPTIONS = {
     "ips": "per-slot weights: a slot's reward depends only on the item at that slot (independent/position-based "
            "clicks)",
@@ -418,6 +445,10 @@ ASSUMPTIONS = {
           "independent/position-based clicks",
     "dm": "the reward model alone: right only as far as the model is",
     "rips": "prefix weights: cascade clicks (a slot's reward depends on the items above it)",
+    "cascade_dr": "prefix weights plus a reward model: cascade clicks, unbiased if either the prefix propensities "
+                  "or the model are right",
+    "bounds": "nothing but the logged propensities and the reward's range: the policy's choices the logging policy "
+              "could not make are given the smallest and the largest possible reward",
 }
 
 
@@ -437,7 +468,9 @@ def choose_headline(report: OPEReport, req: LoggedRequests, k: int, is_logging: 
 
     The logging policy itself: IPS (weights 1: the logged mean). Otherwise DR when it ran and its value is
     possible (inside the reward's range) with enough weight information (effective sample >= 1%); else
-    self-normalised IPS when the weights carry that information; else DM (the weights carry almost none).
+    self-normalised IPS when the weights carry that information; else, the weights carrying almost nothing, the
+    worst-case bounds (``"bounds"``: :class:`ope.WorstCaseBound`, low and high), which hold whatever the policy's
+    unlogged choices are worth; DM only when the bounds did not run.
     """
     ran = {r.estimator: r for r in report.results if r.error is None and np.isfinite(r.value)}
     if not ran:
@@ -452,6 +485,10 @@ def choose_headline(report: OPEReport, req: LoggedRequests, k: int, is_logging: 
     if "snips" in possible and ess >= 0.01:
         why = "DR did not run" if "dr" not in ran else "DR is outside the possible range"
         return "snips", f"{why}; self-normalised IPS with an effective sample of {ess:.1%} of the pages"
+    if all(b in ran for b in BOUNDS):
+        dm = f" (DM says {ran['dm'].value:.4g}, but its interval covers sampling noise only)" if "dm" in ran else ""
+        return "bounds", (f"the importance weights keep {ess:.1%} effective pages: the log cannot pin this policy "
+                          f"down, only bound it{dm}; prefer the simulator for a policy the logs never tried")
     if "dm" in possible:
         return "dm", (f"the importance weights keep {ess:.1%} effective pages: too few to trust; the reward "
                       "model's estimate instead, whose interval covers sampling noise only, not the model's bias "
@@ -492,6 +529,8 @@ def implausible_estimates(report: OPEReport, req: LoggedRequests, k: int) -> lis
     found: list[str] = []
     slots, r_low, r_high, low, high = value_range(req, k)
     for row in report.results:
+        if row.estimator in BOUNDS:  # bounds, not estimates
+            continue
         if row.error is None and np.isfinite(row.value) and not low - 1e-9 <= row.value <= high + 1e-9:
             found.append(f"{row.estimator} = {row.value:.4g} is outside the range a page's value can take "
                          f"([{low:.4g}, {high:.4g}]: {slots:.3g} slots of rewards in [{r_low:.4g}, {r_high:.4g}]); "
@@ -767,6 +806,11 @@ def evaluate_policy_on_logs(
                            target_prefix_prob=None if req.mask is not None or np.isnan(prefix_prob).any()
                            else prefix_prob)
     model_label = f"{model.name} ({n_folds}-fold cross-fitted over requests)" if use_model else None
+    chosen = tuple(DEFAULT_RANKING_ESTIMATORS if estimators is None else estimators)
+    if not is_logging and req.pscore is not None and not {e.name for e in chosen} & set(BOUNDS):
+        r_low, r_high = value_range(req, k)[1:3]  # the worst-case bounds are always reported (the headline's last say)
+        chosen = (*chosen, WorstCaseBound(r_low, name=BOUNDS[0]), WorstCaseBound(r_high, name=BOUNDS[1]))
+    estimators = chosen
     report = evaluate_ranking(inputs, estimators=estimators, n_resamples=n_resamples, alpha=alpha, seed=seed,
                               n_jobs=n_jobs, warn=False, reward_model=model_label, notes=notes)
     n_test = test.n_requests

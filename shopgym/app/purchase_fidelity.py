@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from scipy.special import logsumexp, logit
+from scipy.special import logit, logsumexp
 
 from encoders.base import ItemEncoder, TextEncoder
 from encoders.profiles import vector
@@ -246,20 +246,20 @@ def purchase_fidelity(built: BuiltSimulator, encoder: TextEncoder | ItemEncoder,
         if built.spec.test_path is None else next_item_split(train, target="purchase", test=test)
     offline = evaluate_offline(split, encoder, policies=POLICIES, target="purchase", k=10, seed=seed,
                                progress=progress).table(resamples=resamples, seed=seed).set_index("policy")
-    agents = []
+    measured: dict[Any, dict[Any, Any]] = offline.to_dict("index")
+    agents: list[dict[str, Any]] = []
     for name in POLICIES:
-        if name not in offline.index:
+        if name not in measured:
             continue
         policy = build_policy(name, "purchase")
         fit = getattr(policy, "fit", None)
         if callable(fit):
             fit(train, space.item_ids, table.user_ids)
         value = value_policy(built.sim, policy, sessions, seed=seed, name=name)
-        row = offline.loc[name]
         agents.append({"policy": name, "simulated": value.reward_per_session, "simulated_se": value.reward_se,
                        "simulated_per_page": value.reward_per_page, "pages_per_session": value.pages_per_session,
-                       **{key: float(row[key]) for key in ("hr", "hr_low", "hr_high", "ndcg", "ndcg_low",
-                                                           "ndcg_high")}})
+                       **{key: float(measured[name][key]) for key in ("hr", "hr_low", "hr_high", "ndcg",
+                                                                      "ndcg_low", "ndcg_high")}})
     agents.sort(key=lambda r: -r["simulated"])
     sim_values = np.array([r["simulated"] for r in agents])
     tau_hr = float(stats.kendalltau(sim_values, [r["hr"] for r in agents]).statistic)
