@@ -27,11 +27,27 @@ def test_same_seed_same_replicates_other_seed_other_replicates() -> None:
 
 
 def test_thread_count_does_not_change_the_result() -> None:
-    values = np.random.default_rng(0).random(20_000)  # several chunks
-    assert chunk_resamples(20_000) < 300
-    one = ope.bootstrap_replicates(values, n_resamples=300, seed=1, n_jobs=1)
-    two = ope.bootstrap_replicates(values, n_resamples=300, seed=1, n_jobs=2)
-    assert np.array_equal(one, two)
+    for n in (5_000, 20_000):  # multinomial and Poisson weights, several chunks each
+        values = np.random.default_rng(0).random(n)
+        assert chunk_resamples(n) < 1000
+        one = ope.bootstrap_replicates(values, n_resamples=1000, seed=1, n_jobs=1)
+        two = ope.bootstrap_replicates(values, n_resamples=1000, seed=1, n_jobs=2)
+        assert np.array_equal(one, two)
+
+
+def test_large_logs_get_poisson_weights_with_the_multinomial_bootstraps_spread() -> None:
+    from ope.intervals import POISSON_MIN_ROUNDS
+
+    n = POISSON_MIN_ROUNDS * 3
+    values = np.random.default_rng(2).exponential(size=n)
+    chunks = list(ope.resample_counts(n, 600, seed=4))
+    weights = np.vstack([c for _, c in chunks]).astype(np.float64)
+    assert weights.mean() == pytest.approx(1.0, abs=2e-3) and weights.var() == pytest.approx(1.0, abs=5e-3)
+    assert set(np.unique(weights)) <= set(range(10))
+    reps = ope.bootstrap_replicates(values, n_resamples=600, seed=4)
+    np.testing.assert_allclose(reps, weights @ values / weights.sum(axis=1), rtol=1e-6)  # float32 products
+    assert reps.std(ddof=1) == pytest.approx(ope.standard_error(values), rel=0.1)
+    assert reps.mean() == pytest.approx(values.mean(), abs=3 * ope.standard_error(values) / np.sqrt(600) + 1e-9)
 
 
 def test_resample_counts_are_multinomial_and_match_the_bootstrap() -> None:
