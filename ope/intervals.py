@@ -8,7 +8,8 @@ per block of resamples; centring keeps float32 products exact to well below the 
   was drawn in :math:`n` uniform draws with replacement (``np.bincount`` of uniform indices; :math:`\sum c = n`);
 * from :data:`POISSON_MIN_ROUNDS` rounds, the Poisson bootstrap (Hanley & MacGibbon, 2006; Chamandy et al.,
   2012): independent Poisson(1) weights, read from a 65,536-entry table of the Poisson(1) quantile function at
-  16-bit uniform draws (``rng.bytes``), in float32, and the block's products are one float32 GEMM. Its
+  16-bit uniform draws, copied into a reused float32 buffer, and the block's products (with a column of ones
+  for the total weight) are one float32 GEMM. Its
   replicates have the multinomial bootstrap's distribution up to :math:`O(1/n)`; the draws cost 2 bytes per
   (resample, round) instead of the 8-byte index and the scatter of ``bincount``.
 
@@ -28,6 +29,7 @@ delta method for self-normalised estimators).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,10 +60,10 @@ POISSON_MIN_ROUNDS = 10_000
 
 
 def _poisson_table() -> np.ndarray:
-    """(65536,) float32: the Poisson(1) quantile function at (u + 0.5) / 65536 for every 16-bit u."""
+    """(65536,) uint8: the Poisson(1) quantile function at (u + 0.5) / 65536 for every 16-bit u."""
     from scipy.stats import poisson
 
-    return poisson.ppf((np.arange(1 << 16) + 0.5) / (1 << 16), 1.0).astype(np.float32)
+    return poisson.ppf((np.arange(1 << 16) + 0.5) / (1 << 16), 1.0).astype(np.uint8)
 
 
 _POISSON = _poisson_table()
@@ -153,8 +155,7 @@ def _chunk_counts(n: int, size: int, seed: np.random.SeedSequence) -> np.ndarray
     """(size, n) resample weights: multinomial counts (int64) below :data:`POISSON_MIN_ROUNDS`, else Poisson(1)."""
     rng = np.random.Generator(np.random.PCG64(seed))
     if n >= POISSON_MIN_ROUNDS:
-        draws = np.frombuffer(rng.bytes(2 * size * n), dtype=np.uint16).reshape(size, n)
-        return _POISSON[draws]
+        return _POISSON[rng.integers(0, 1 << 16, size=(size, n), dtype=np.uint16)]
     idx = rng.integers(0, n, size=(size, n))
     idx += (np.arange(size, dtype=np.int64) * n)[:, None]
     return np.bincount(idx.ravel(), minlength=size * n).reshape(size, n)
@@ -171,7 +172,7 @@ def resample_counts(n: int, n_resamples: int, seed: int | None = 0) -> Iterator[
     Yields:
         ``(first, counts)``: the index of the chunk's first resample, and its (size, n) weights: below
         :data:`POISSON_MIN_ROUNDS` rounds, int64 counts of how often each round was drawn in each resample
-        (each row sums to ``n``); from it, float32 Poisson(1) weights.
+        (each row sums to ``n``); from it, uint8 Poisson(1) weights.
     """
     check_scalar(n, "n", int, min_val=1)
     check_scalar(n_resamples, "n_resamples", int, min_val=1)
@@ -217,28 +218,39 @@ def bootstrap_replicates(
 
     matrix = np.column_stack([t.matrix() for t in seq])  # (n, C)
     centre = matrix.mean(axis=0)
+    width = matrix.shape[1]
     poisson = n >= POISSON_MIN_ROUNDS
-    deviations = matrix - centre
-    if poisson:  # float32 GEMM on centred columns: their sums stay far below float32's relative error
-        deviations = deviations.astype(np.float32)
-    columns = np.ascontiguousarray(deviations.T)  # (C, n)
-    means = np.empty((n_resamples, columns.shape[0]))
+    if poisson:  # float32 GEMM on centred columns (their sums stay far below float32's relative error) and a
+        # column of ones, whose product is the resample's total weight (integers: exact in float32 below 2^24)
+        columns = np.empty((n, width + 1), dtype=np.float32)
+        columns[:, :width] = matrix - centre
+        columns[:, width] = 1.0
+    else:
+        columns = np.ascontiguousarray((matrix - centre).T)  # (C, n)
+    means = np.empty((n_resamples, width))
     size = chunk_resamples(n)
     starts = list(range(0, n_resamples, size))
     seeds = np.random.SeedSequence(seed).spawn(len(starts))
+    local = threading.local()  # one float32 weight buffer per thread, reused: fresh pages cost more than the GEMM
 
     def run(c: int) -> None:
         start = starts[c]
         counts = _chunk_counts(n, min(size, n_resamples - start), seeds[c])
         block = means[start : start + counts.shape[0]]
         if poisson:
-            block[:] = counts @ columns.T  # (size, C), one float32 GEMM
-            total = counts.sum(axis=1, dtype=np.float64)
+            weights = getattr(local, "weights", None)
+            if weights is None:
+                weights = local.weights = np.empty((size, n), dtype=np.float32)
+            weights = weights[: counts.shape[0]]
+            np.copyto(weights, counts)
+            product = weights @ columns  # (rows, C + 1), one float32 GEMM
+            block[:] = product[:, :width]
+            total = product[:, width].astype(np.float64)
         else:
             # one matrix-vector product per column: for the few columns of an OPE run this was measured
             # faster than one (size, n) @ (n, C) product, whose OpenBLAS path is slow for small C
             counts = counts.astype(np.float64)
-            for j in range(columns.shape[0]):
+            for j in range(width):
                 block[:, j] = counts @ columns[j]
             total = np.full(counts.shape[0], float(n))
         block /= np.maximum(total, 1.0)[:, None]
