@@ -51,12 +51,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from scipy.special import logit
-from tqdm.auto import tqdm
 
 from encoders.base import l2_normalize
 from encoders.profiles import BehaviourWeights
 from envs.fitted.config import FitConfig
 from envs.fitted.model import ChoiceTerms, ResponseModel, _Net, items_digest
+from envs.fitted.training import train_minibatches
 from envs.space import ItemSpace
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
@@ -289,39 +289,22 @@ def _train(net: _Net, coef: torch.Tensor, events: _Events, space: ItemSpace, pri
     ], lr=cfg.lr)
     batch_size = int(min(cfg.batch_size, max(64, len(train_rows) // 20)))  # small logs: at least ~20 steps an epoch
     steps = min(cfg.steps, max(1, math.ceil(cfg.max_epochs * len(train_rows) / batch_size)))
-    check_every = max(steps // 10, 1)
-    perm = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
-    cursor, best_valid, best_state, history = 0, math.inf, None, []
-    for step in tqdm(range(1, steps + 1), desc="fitting purchase-choice model", disable=not progress):
-        if cursor + batch_size > len(perm):
-            perm, cursor = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()], 0
-        rows = perm[cursor:cursor + batch_size]
-        cursor += batch_size
-        net.train()
+
+    def step_loss(rows: np.ndarray) -> torch.Tensor:
         nll, wt = batch(rows, rng.integers(0, n_items, (len(rows), m)))
-        loss = (wt * nll).sum() / wt.sum().clamp(min=1e-12) + cfg.item_bias_l2 * net.item_bias.weight.pow(2).sum() \
-            + cfg.user_taste_l2 * net.user_taste.weight.pow(2).sum()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if step % check_every == 0 or step == steps:
-            net.eval()
-            with torch.no_grad():
-                total, mass = 0.0, 0.0
-                for i in range(0, len(eval_rows), 8192):
-                    nll, wt = batch(eval_rows[i:i + 8192], valid_negatives[i:i + 8192])
-                    total += float((wt * nll).sum())
-                    mass += float(wt.sum())
-            valid = total / max(mass, 1e-12)
-            history.append(valid)
-            if valid < best_valid:
-                best_valid = valid
-                best_state = ({k: v.detach().clone() for k, v in net.state_dict().items()}, coef.detach().clone())
-    assert best_state is not None
-    net.load_state_dict(best_state[0])
-    with torch.no_grad():
-        coef.copy_(best_state[1])
-    net.eval()
+        return (wt * nll).sum() / wt.sum().clamp(min=1e-12) + net.shrinkage(cfg.item_bias_l2, cfg.user_taste_l2)
+
+    def validate() -> float:
+        total, mass = 0.0, 0.0
+        for i in range(0, len(eval_rows), 8192):
+            nll, wt = batch(eval_rows[i:i + 8192], valid_negatives[i:i + 8192])
+            total += float((wt * nll).sum())
+            mass += float(wt.sum())
+        return total / max(mass, 1e-12)
+
+    history = train_minibatches(net, optimiser, train_rows, steps=steps, batch_size=batch_size, generator=generator,
+                                step_loss=step_loss, validate=validate, extra=coef,
+                                desc="fitting purchase-choice model", progress=progress)
     return history, steps
 
 

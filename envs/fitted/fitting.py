@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from encoders.base import l2_normalize
 from encoders.profiles import BehaviourWeights
 from envs.fitted.config import FitConfig
 from envs.fitted.context import ContextEncoding
 from envs.fitted.model import ResponseModel, _Net, items_digest, page_features
+from envs.fitted.training import train_minibatches
 from envs.latent import (
     LatentClassConfig,
     exposure_profiles,
@@ -283,40 +283,25 @@ def _fit_one(train: LoggedData, space: ItemSpace, cfg: FitConfig, *, progress: b
             "weight_decay": 0.0}] if net.n_context else []),
     ], lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
-    best_state, best_valid, history = None, math.inf, []
     eval_rows = valid_rows if len(valid_rows) else train_rows
     steps = min(cfg.steps, max(1, math.ceil(cfg.max_epochs * len(train_rows) / cfg.batch_size)))
-    check_every = max(steps // 10, 1)
-    perm = train_rows[torch.randperm(len(train_rows), generator=generator)]
-    cursor = 0
-    for step in tqdm(range(1, steps + 1), desc="fitting response model", disable=not progress):
-        if cursor + cfg.batch_size > len(perm):
-            perm, cursor = train_rows[torch.randperm(len(train_rows), generator=generator)], 0
-        rows = perm[cursor:cursor + cfg.batch_size]
-        cursor += cfg.batch_size
-        net.train()
-        loss, _ = batch_loss(rows)
-        loss = loss + cfg.item_bias_l2 * net.item_bias.weight.pow(2).sum() \
-            + cfg.user_taste_l2 * net.user_taste.weight.pow(2).sum()
+
+    def step_loss(rows: np.ndarray) -> torch.Tensor:
+        loss, _ = batch_loss(torch.from_numpy(rows))
+        loss = loss + net.shrinkage(cfg.item_bias_l2, cfg.user_taste_l2)
         if net.n_context:  # a Gaussian prior on the weights: its precision is spread over the training rows
             loss = loss + cfg.context_l2 / len(train_rows) * (net.context_main.weight.pow(2).sum()
                                                               + TASTE_PRIOR * net.context_taste.weight.pow(2).sum())
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if step % check_every == 0 or step == steps:
-            net.eval()
-            with torch.no_grad():
-                total = sum(float(batch_loss(eval_rows[i:i + 65536])[1]) * len(eval_rows[i:i + 65536])
-                            for i in range(0, len(eval_rows), 65536))
-            valid_nll = total / len(eval_rows)
-            history.append(valid_nll)
-            if valid_nll < best_valid:
-                best_valid = valid_nll
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    assert best_state is not None
-    net.load_state_dict(best_state)
-    net.eval()
+        return loss
+
+    def validate() -> float:
+        total = sum(float(batch_loss(eval_rows[i:i + 65536])[1]) * len(eval_rows[i:i + 65536])
+                    for i in range(0, len(eval_rows), 65536))
+        return total / len(eval_rows)
+
+    history = train_minibatches(net, optimiser, train_rows.numpy(), steps=steps, batch_size=cfg.batch_size,
+                                generator=generator, step_loss=step_loss, validate=validate,
+                                desc="fitting response model", progress=progress)
     torch.set_num_threads(threads)
 
     theta = torch.cat([torch.ones(1), torch.sigmoid(net.position_logit.detach())]).numpy().astype(np.float64)

@@ -66,6 +66,10 @@ class _Net(nn.Module):
             bias = bias + self.context_main(ctx).squeeze(-1) + (self.context_taste(ctx) * i).sum(-1) * self.scale
         return torch.cat([(logits[..., 0] + bias).unsqueeze(-1), logits[..., 1:]], dim=-1)
 
+    def shrinkage(self, item_bias_l2: float, user_taste_l2: float) -> torch.Tensor:
+        """The L2 penalty on the per-item biases and the per-shopper tastes (a scalar tensor)."""
+        return item_bias_l2 * self.item_bias.weight.pow(2).sum() + user_taste_l2 * self.user_taste.weight.pow(2).sum()
+
     def log_theta(self, position: torch.Tensor) -> torch.Tensor:
         """Log theta_k for 1-based positions (clipped to the deepest logged one)."""
         full = torch.cat([torch.zeros(1), torch.nn.functional.logsigmoid(self.position_logit)])
