@@ -44,7 +44,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,16 +51,14 @@ import scipy.sparse as sp
 import torch
 from scipy.special import logit
 
-from encoders.base import l2_normalize
-from encoders.profiles import BehaviourWeights
 from envs.fitted.config import FitConfig
 from envs.fitted.model import ChoiceTerms, ResponseModel, _Net, items_digest
 from envs.fitted.training import train_minibatches
 from envs.space import ItemSpace
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
-from shopgym.errors import ConfigError, DataFormatError
-from shopgym.numeric import principal_directions
+from shopgym.errors import DataFormatError
+from shopgym.threads import torch_threads
 
 #: items on the reference page that defines the outside option (:func:`outside_option`)
 REFERENCE_PAGE = 10
@@ -157,7 +154,7 @@ def fit_choice_model(train: LoggedData, space: ItemSpace, config: FitConfig | No
     Raises:
         DataFormatError: the log is not purchase-only, or has fewer than two purchases.
     """
-    from envs.fitted.fitting import _request_arrays
+    from envs.fitted.fitting import logged_items, row_shoppers, training_profiles
 
     started = time.perf_counter()
     cfg = config or FitConfig()
@@ -168,19 +165,10 @@ def fit_choice_model(train: LoggedData, space: ItemSpace, config: FitConfig | No
     if len(inter) < 2:
         raise DataFormatError(train.name, f"{len(inter)} purchase(s): too few to fit a choice model",
                               hint="fit on a longer period")
-    item = space.item_ids.get_indexer(pd.Index(inter[S.ITEM_ID]))
-    if (item < 0).any():
-        raise ConfigError("the item space does not cover every logged item; build it from the same items table")
+    item = logged_items(train, space)
     torch.manual_seed(cfg.seed)
-    req, cold = _request_arrays(train, space, item, BehaviourWeights())
-    default_profile = l2_normalize(req.profile[~cold].mean(axis=0, keepdims=True))[0] if (~cold).any() \
-        else np.zeros(space.dim, dtype=np.float32)
-    profile = np.where(cold[:, None], default_profile[None, :], req.profile).astype(np.float32)
-    if train.has_users:
-        user_index = pd.Index(pd.unique(inter[S.USER_ID]))  # the order of UserTable.from_logs
-        user = user_index.get_indexer(pd.Index(inter[S.USER_ID])).astype(np.int64)
-    else:
-        user_index, user = pd.Index([]), np.zeros(len(inter), dtype=np.int64)
+    req, profile, default_profile = training_profiles(train, space, item)
+    user_index, user = row_shoppers(train)
     request = req.row_request
     n_items = space.n_items
     index = PurchaseIndex(user, item, request, n_items) if train.has_users else None  # no shoppers: no repeats
@@ -188,17 +176,13 @@ def fit_choice_model(train: LoggedData, space: ItemSpace, config: FitConfig | No
     events = _Events(item.astype(np.int64), user, request, profile, repeat, index)
     price = price_scores(train.items, space.item_ids)
 
-    rank = min(cfg.rank, space.dim)
-    net = _Net(space.dim, cfg.hidden, n_items, 1, rank, len(user_index), 0)
-    with torch.no_grad():
-        vecs = space.item_vecs
-        directions = principal_directions(vecs.astype(np.float64), rank, centre=vecs.mean(axis=0))
-        net.projection.copy_(torch.from_numpy(directions.T.astype(np.float32)))
+    net = _Net(space.dim, cfg.hidden, n_items, 1, min(cfg.rank, space.dim), len(user_index), 0)
+    net.project_on(space.item_vecs)
     coef = torch.nn.Parameter(torch.zeros(2))  # gamma (repeat), beta (price)
     weights = np.ones(len(inter), dtype=np.float32) if sample_weight is None \
         else np.asarray(sample_weight, dtype=np.float32)
 
-    with _threads(cfg.threads):
+    with torch_threads(cfg.threads):
         history, steps = _train(net, coef, events, space, price, weights, cfg, progress)
         shift = outside_option(net, coef, events, space, price, cfg)
     gamma, beta = (float(v) for v in coef.detach())
@@ -222,20 +206,6 @@ def fit_choice_model(train: LoggedData, space: ItemSpace, config: FitConfig | No
         "fit_seconds": time.perf_counter() - started,
     }
     return model
-
-
-class _threads:
-    """Torch threads set for a block (None: unchanged)."""
-
-    def __init__(self, threads: int | None) -> None:
-        self.threads, self.before = threads, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.set_num_threads(self.before)
 
 
 def _utilities(net: _Net, coef: torch.Tensor, profile: torch.Tensor, items: torch.Tensor, users: torch.Tensor,

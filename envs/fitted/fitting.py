@@ -29,7 +29,7 @@ from envs.space import ItemSpace
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError, DataFormatError
-from shopgym.numeric import logistic_newton, principal_directions
+from shopgym.numeric import logistic_newton
 from shopgym.threads import torch_threads
 
 SESSION_GAP_SECONDS = 30 * 60
@@ -103,6 +103,41 @@ def _request_arrays(logs: LoggedData, space: ItemSpace, item: np.ndarray,
         is_search = qi >= 0
         queries[is_search] = space.query_vecs[qi[is_search]]
     return _Requests(first_row, codes.astype(np.int64), profile, queries, is_search), cold
+
+
+def logged_items(train: LoggedData, space: ItemSpace) -> np.ndarray:
+    """(n_rows,) catalog index of every logged row's item.
+
+    Raises:
+        ConfigError: an item is missing from the item space.
+    """
+    item = space.item_ids.get_indexer(pd.Index(train.interactions[S.ITEM_ID]))
+    if (item < 0).any():
+        raise ConfigError("the item space does not cover every logged item; build it from the same items table")
+    return item
+
+
+def training_profiles(train: LoggedData, space: ItemSpace, item: np.ndarray) -> tuple[_Requests, np.ndarray,
+                                                                                        np.ndarray]:
+    """The request arrays, (R, d) float32 time-respecting profiles and the (d,) default profile.
+
+    Cold requests (no earlier engagement) get the default: the normalised mean of the warm profiles (zeros when
+    every request is cold).
+    """
+    req, cold = _request_arrays(train, space, item, BehaviourWeights())
+    default_profile = l2_normalize(req.profile[~cold].mean(axis=0, keepdims=True))[0] if (~cold).any() \
+        else np.zeros(space.dim, dtype=np.float32)
+    profile = np.where(cold[:, None], default_profile[None, :], req.profile).astype(np.float32)
+    return req, profile, default_profile
+
+
+def row_shoppers(train: LoggedData) -> tuple[pd.Index, np.ndarray]:
+    """The logged shoppers in :meth:`UserTable.from_logs` order, and each row's (int64; all 0 without user ids)."""
+    inter = train.interactions
+    if not train.has_users:
+        return pd.Index([]), np.zeros(len(inter), dtype=np.int64)
+    user_index = pd.Index(pd.unique(inter[S.USER_ID]))
+    return user_index, user_index.get_indexer(pd.Index(inter[S.USER_ID])).astype(np.int64)
 
 
 def fit_response_model(train: LoggedData, space: ItemSpace, config: FitConfig | None = None, *,
@@ -186,14 +221,8 @@ def _fit_one(train: LoggedData, space: ItemSpace, cfg: FitConfig, *, progress: b
             "shown-and-not-clicked slots", column=S.CLICKED,
             hint="positives-only logs (e.g. UCI Online Retail) have no impressions; fit on logs of shown slots",
         )
-    item = space.item_ids.get_indexer(pd.Index(inter[S.ITEM_ID]))
-    if (item < 0).any():
-        raise ConfigError("the item space does not cover every logged item; build it from the same items table")
-    weights = BehaviourWeights()
-    req, cold = _request_arrays(train, space, item, weights)
-    default_profile = l2_normalize(req.profile[~cold].mean(axis=0, keepdims=True))[0] if (~cold).any() \
-        else np.zeros(space.dim, dtype=np.float32)
-    profile = np.where(cold[:, None], default_profile[None, :], req.profile).astype(np.float32)
+    item = logged_items(train, space)
+    req, profile, default_profile = training_profiles(train, space, item)
     position = inter[S.POSITION].to_numpy().astype(np.int64)
     n_positions = int(position.max())
     carted = inter[S.CARTED].to_numpy(dtype=np.float32) if S.CARTED in inter else None
@@ -204,20 +233,12 @@ def _fit_one(train: LoggedData, space: ItemSpace, cfg: FitConfig, *, progress: b
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    rank = min(cfg.rank, space.dim)
-    if train.has_users:
-        user_index = pd.Index(pd.unique(inter[S.USER_ID]))  # the same order as UserTable.from_logs
-        row_user = user_index.get_indexer(pd.Index(inter[S.USER_ID])).astype(np.int64)
-    else:
-        user_index, row_user = pd.Index([]), np.zeros(len(inter), dtype=np.int64)
+    user_index, row_user = row_shoppers(train)
     n_users = len(user_index)
     encoding = ContextEncoding.fit(inter.iloc[req.first_row]) if cfg.context else ContextEncoding()
     context = encoding.transform(inter.iloc[req.first_row])  # (R, m)
-    net = _Net(space.dim, cfg.hidden, space.n_items, n_positions, rank, n_users, encoding.width)
-    with torch.no_grad():
-        vecs = space.item_vecs  # float64 rows minus their float32 mean, as the model has always been fitted
-        directions = principal_directions(vecs.astype(np.float64), rank, centre=vecs.mean(axis=0))
-        net.projection.copy_(torch.from_numpy(directions.T.astype(np.float32)))
+    net = _Net(space.dim, cfg.hidden, space.n_items, n_positions, min(cfg.rank, space.dim), n_users, encoding.width)
+    net.project_on(space.item_vecs)
     theta_ips = examination_from_propensities(train) if train.has_propensities else None
     if theta_ips is not None:
         # propensity-randomised logs identify position bias directly; freeze it so that the

@@ -22,6 +22,7 @@ from envs.latent import (
 from envs.space import ItemSpace
 from shopgym.data.io import atomic_write
 from shopgym.errors import ConfigError
+from shopgym.numeric import principal_directions
 
 
 class _Net(nn.Module):
@@ -65,6 +66,13 @@ class _Net(nn.Module):
         if self.n_context and ctx is not None:
             bias = bias + self.context_main(ctx).squeeze(-1) + (self.context_taste(ctx) * i).sum(-1) * self.scale
         return torch.cat([(logits[..., 0] + bias).unsqueeze(-1), logits[..., 1:]], dim=-1)
+
+    def project_on(self, item_vecs: np.ndarray) -> None:
+        """Set the projection to the catalog's top ``rank`` principal directions (float64 rows around their mean)."""
+        rank = int(self.projection.shape[1])
+        directions = principal_directions(item_vecs.astype(np.float64), rank, centre=item_vecs.mean(axis=0))
+        with torch.no_grad():
+            self.projection.copy_(torch.from_numpy(directions.T.astype(np.float32)))
 
     def shrinkage(self, item_bias_l2: float, user_taste_l2: float) -> torch.Tensor:
         """The L2 penalty on the per-item biases and the per-shopper tastes (a scalar tensor)."""

@@ -36,8 +36,8 @@ from scipy.special import logit, logsumexp
 
 from encoders.base import ItemEncoder, TextEncoder
 from encoders.profiles import vector
+from envs.backends import FittedBackend
 from envs.build import BuiltSimulator
-from envs.fitted import ResponseModel, purchase_counts
 from shopgym.data import schema as S
 from shopgym.errors import ConfigError
 
@@ -99,24 +99,25 @@ def _ci(row: dict[str, Any], key: str) -> str:
     return f"{row[key]:.4g} [{row[key + '_low']:.4g}, {row[key + '_high']:.4g}]"
 
 
-def choice_log_probabilities(model: ResponseModel, built: BuiltSimulator, users: np.ndarray,
-                             counts: Any, batch: int = 16) -> np.ndarray:
+def choice_log_probabilities(built: BuiltSimulator, users: np.ndarray, batch: int = 16) -> np.ndarray:
     r"""(U, n_items) :math:`\log P(i \mid u)` over the whole catalog for env user-table rows ``users``.
 
-    Each shopper's profile is the simulator's (their training history), repeat counts their training purchases.
+    Each shopper's profile is the simulator's (their training history); the simulator's backend answers with its
+    repeat counts (their training purchases).
     """
+    model, backend = built.model, built.sim.backend
+    assert model is not None and isinstance(backend, FittedBackend)
     space, table = built.inputs.space, built.sim.users
     profile = vector(table.profiles(users, space.item_vecs), model.default_profile).astype(np.float32)
     n_items, d = space.n_items, space.dim
-    items = np.arange(n_items, dtype=np.int64)
     out = np.empty((len(users), n_items))
     for start in range(0, len(users), batch):
         rows = users[start:start + batch]
         b = len(rows)
-        shown = np.broadcast_to(items, (b, n_items))
-        repeat = np.asarray(counts[np.repeat(rows, n_items), np.tile(items, b)]).reshape(b, n_items)
+        shown = np.broadcast_to(np.arange(n_items, dtype=np.int64), (b, n_items))
         p = model.predict(profile[start:start + b], np.broadcast_to(space.item_vecs, (b, n_items, d)),
-                          np.zeros((b, d), np.float32), np.zeros(b, bool), shown, rows, None, repeat)[..., 0]
+                          np.zeros((b, d), np.float32), np.zeros(b, bool), shown, rows, None,
+                          backend.repeats(rows, shown))[..., 0]
         v = logit(np.clip(p, 1e-300, 1 - 1e-16))
         out[start:start + b] = v - logsumexp(v, axis=1, keepdims=True)
     return out
@@ -156,7 +157,9 @@ def purchase_fidelity(built: BuiltSimulator, encoder: TextEncoder | ItemEncoder,
     inputs = built.inputs
     train, test, space, table = inputs.train, inputs.test, inputs.space, built.sim.users
     n_items = space.n_items
-    counts = purchase_counts(train, table.user_ids, space.item_ids)
+    backend = built.sim.backend
+    assert isinstance(backend, FittedBackend) and backend.purchases is not None
+    counts = backend.purchases  # the training purchases of the env's shoppers, as the simulator counts repeats
     inter = test.interactions
     user = table.user_ids.get_indexer(pd.Index(inter[S.USER_ID])) if len(table.user_ids) else \
         np.full(len(inter), -1)
@@ -169,7 +172,7 @@ def purchase_fidelity(built: BuiltSimulator, encoder: TextEncoder | ItemEncoder,
                           "training part (test_fraction)")
     shoppers, code = np.unique(user[keep], return_inverse=True)
     e_item = item[keep]
-    log_p = choice_log_probabilities(model, built, shoppers, counts)
+    log_p = choice_log_probabilities(built, shoppers)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(shoppers), size=(resamples, len(shoppers)))
     n_events = np.bincount(code, minlength=len(shoppers)).astype(np.float64)
