@@ -9,9 +9,9 @@ per block of resamples; centring keeps float32 products exact to well below the 
 * from :data:`POISSON_MIN_ROUNDS` rounds, the Poisson bootstrap (Hanley & MacGibbon, 2006; Chamandy et al.,
   2012): independent Poisson(1) weights, read from a 65,536-entry table of the Poisson(1) quantile function at
   16-bit uniform draws, copied into a reused float32 buffer, and the block's products (with a column of ones
-  for the total weight) are one float32 GEMM. Its
-  replicates have the multinomial bootstrap's distribution up to :math:`O(1/n)`; the draws cost 2 bytes per
-  (resample, round) instead of the 8-byte index and the scatter of ``bincount``.
+  for the total weight) are one float32 GEMM. Its replicates have the multinomial bootstrap's distribution up
+  to :math:`O(1/n)`; the draws cost 2 bytes per (resample, round) instead of the 8-byte index and the scatter
+  of ``bincount``.
 
 Resamples are processed in chunks of bounded size (about a million weights below the Poisson threshold, eight
 million above), so memory stays bounded whatever ``n_resamples``; chunks run on a small thread pool (NumPy and
@@ -60,10 +60,12 @@ POISSON_MIN_ROUNDS = 10_000
 
 
 def _poisson_table() -> np.ndarray:
-    """(65536,) uint8: the Poisson(1) quantile function at (u + 0.5) / 65536 for every 16-bit u."""
-    from scipy.stats import poisson
+    r"""(65536,) uint8: the Poisson(1) quantile function at (u + 0.5) / 65536 for every 16-bit u.
 
-    return poisson.ppf((np.arange(1 << 16) + 0.5) / (1 << 16), 1.0).astype(np.uint8)
+    The smallest k with :math:`F(k) = e^{-1} \sum_{j \le k} 1 / j! \ge q` (k <= 19 covers every q < 1 here).
+    """
+    cdf = np.cumsum(np.exp(-1.0) / np.cumprod(np.r_[1.0, np.arange(1.0, 20.0)]))
+    return np.searchsorted(cdf, (np.arange(1 << 16) + 0.5) / (1 << 16), side="left").astype(np.uint8)
 
 
 _POISSON = _poisson_table()

@@ -124,8 +124,6 @@ class SlateEstimator(ABC):
 
     name: str
     kind: ClassVar[SlateKind]
-    #: whether :meth:`round_terms` also takes :class:`SlateRewardPredictions` (the doubly robust forms)
-    needs_reward_model: ClassVar[bool] = False
 
     @abstractmethod
     def round_terms(self, log: SlateLog, target: SlateTarget) -> RoundTerms:
@@ -233,7 +231,6 @@ class SlateCascadeDR(SlateEstimator):
 
     name: str = "cascade_dr"
     kind: ClassVar[SlateKind] = "cascade"
-    needs_reward_model: ClassVar[bool] = True
 
     def round_terms(self, log: SlateLog, target: SlateTarget,
                     q: SlateRewardPredictions | None = None) -> RoundTerms:

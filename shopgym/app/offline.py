@@ -433,10 +433,10 @@ def auto_encoder(data: LoggedData) -> tuple[str, str]:
     return "features", f"only {share:.0%} of the items have text: their feature columns"
 
 
-#: how each estimator family reads the log (the assumption behind a headline)
 #: the estimators of the worst-case bounds (:class:`ope.WorstCaseBound`) that join the defaults, low then high
 BOUNDS = ("bound_low", "bound_high")
 
+#: how each estimator family reads the log (the assumption behind a headline)
 ASSUMPTIONS = {
     "ips": "per-slot weights: a slot's reward depends only on the item at that slot (independent/position-based "
            "clicks)",
