@@ -329,7 +329,7 @@ class Simulator:
                 values = cand * worth
                 best = np.argsort(-values / np.maximum(1.0 - cand, 1e-300), axis=1, kind="stable")[:, :k]
                 info["candidate_values"] = values
-                info["expected_reward"] = choice_page_value(cand[rows, slots], worth[rows, slots], exam)
+                info["expected_reward"] = (choice_p * worth[rows, slots]).sum(axis=1)  # the shown page's draw
                 info["oracle_reward"] = choice_page_value(cand[rows, best], worth[rows, best], exam)
             else:
                 values = self.item_values(state, state.candidates, profile_vecs)
