@@ -39,7 +39,7 @@ proportion to how rarely they are examined. Without ``examination`` every :math:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,6 +53,27 @@ BLOCKS: tuple[str, ...] = ("cos", "ui", "i", "qi", "extra", "bias")
 TARGETS: tuple[str, ...] = ("reward", "click", "cart", "purchase")
 Target = Literal["reward", "click", "cart", "purchase"]
 _TINY = 1e-12
+
+
+#: requests featurised and scored at a time: (64, N, p) float32 temporaries (~5 MB at N=100, p=198) stay in
+#: cache, so a batch of 1,024 requests costs 16 chunks, not one pass over (1024, N, p) arrays in main memory
+ROW_CHUNK = 64
+
+
+def by_row_chunks(ctx: RankingContext, fn: Callable[[RankingContext, slice], np.ndarray],
+                  chunk: int | None = None) -> np.ndarray:
+    """``fn`` over sub-batches of at most ``chunk`` requests, concatenated along the batch axis.
+
+    ``fn(sub, rows)`` maps the sub-context ``sub`` (the requests ``rows`` of ``ctx``) to an array with a
+    leading axis of their number ((b, N) scores); rows are independent, so the result equals
+    ``fn(ctx, slice(0, B))``, with temporaries ``chunk / B`` the size. ``chunk`` None: :data:`ROW_CHUNK`.
+    """
+    chunk = ROW_CHUNK if chunk is None else chunk
+    b = ctx.batch_size
+    if b <= chunk:
+        return fn(ctx, slice(0, b))
+    return np.concatenate([fn(ctx.take(np.arange(start, min(start + chunk, b))), slice(start, start + chunk))
+                           for start in range(0, b, chunk)])
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ part of a hybrid model) and, after an optional :meth:`LinearBandit.fit` on logs,
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,7 +44,7 @@ from agents.base import Feedback, Ranking, RankingContext, RankingPolicy, determ
 from agents.baselines import LogFittedPolicy
 from agents.cf import ALSPolicy, ItemKNNPolicy
 from agents.exploration import epsilon_greedy_ranking, monte_carlo_propensity, topk_of_samples
-from agents.features import BLOCKS, TARGETS, CandidateFeatures, Target, slot_credit
+from agents.features import BLOCKS, TARGETS, CandidateFeatures, Target, by_row_chunks, slot_credit
 from agents.ridge import UPDATE_METHODS, ItemBias, RidgeModel, UpdateMethod
 from shopgym.data import LoggedData
 from shopgym.errors import ConfigError, DataFormatError
@@ -54,13 +54,18 @@ LOG_FEATURES: tuple[str, ...] = ("als", "item_knn")
 
 
 def thompson_ranking(
-    x: np.ndarray, model: RidgeModel, k: int, rng: np.random.Generator, scale: float, n_propensity_samples: int = 0,
+    features: Callable[[RankingContext], np.ndarray], ctx: RankingContext, model: RidgeModel, k: int,
+    rng: np.random.Generator, scale: float, n_propensity_samples: int = 0,
     item_mean: np.ndarray | None = None, item_sd: np.ndarray | None = None,
 ) -> Ranking:
     r"""One posterior draw per request, top-``k`` of its scores; propensities NaN or Monte Carlo estimates.
 
+    The draws are taken for the whole batch first (the generator's stream does not depend on the chunking);
+    features and scores are then computed :data:`~agents.features.ROW_CHUNK` requests at a time.
+
     Args:
-        x: (B, N, p) float features of the candidates.
+        features: the (b, N, p) features of a context's candidates.
+        ctx: the batch of B requests.
         model: the ridge posterior :math:`N(\hat\theta, s^2 A^{-1})`.
         k: slots per request.
         rng: draws the posterior samples.
@@ -72,22 +77,35 @@ def thompson_ranking(
     Returns:
         The ranking (propensities NaN when ``n_propensity_samples`` is 0).
     """
-    b, n = x.shape[:2]
-    x32 = np.asarray(x, dtype=np.float32)  # sampled scores in float32: draws differ far more than rounding
+    b, n = ctx.batch_size, ctx.n_candidates
     mean = np.zeros((b, n)) if item_mean is None else item_mean
     sd = np.zeros((b, n)) if item_sd is None else item_sd
+
+    s = max(int(n_propensity_samples), 0)
+    # every draw first, in the order the scores use them (the stream does not depend on the chunking)
     theta = model.sample_theta(rng, b, scale).astype(np.float32)  # (B, p)
-    scores = np.matmul(x32, theta[:, :, None])[..., 0] + mean
-    if item_sd is not None:
-        scores = scores + scale * sd * rng.standard_normal((b, n))
+    noise = None if item_sd is None else rng.standard_normal((b, n))
+    thetas = None if s == 0 else model.sample_theta(rng, b * s, scale).reshape(b, s, -1).astype(np.float32)
+    sample_noise = None if s == 0 or item_sd is None else rng.standard_normal((b, s, n))
+
+    def chunk(c: RankingContext, rows: slice) -> np.ndarray:
+        """(b, 1 + S, N) the chunk's scores under its draw, then under its S propensity draws."""
+        x32 = np.asarray(features(c), dtype=np.float32)  # sampled scores in float32: draws differ far more
+        own = np.matmul(x32, theta[rows][:, :, None])[..., 0][:, None, :]
+        if thetas is None:
+            return own
+        return np.concatenate([own, np.matmul(x32, thetas[rows].transpose(0, 2, 1)).transpose(0, 2, 1)], axis=1)
+
+    all_scores = by_row_chunks(ctx, chunk)
+    scores = all_scores[:, 0] + mean
+    if noise is not None:
+        scores = scores + scale * sd * noise
     slots = deterministic_topk(scores, k).slots
-    if n_propensity_samples <= 0:
+    if thetas is None:
         return Ranking(slots, np.full((b, k), np.nan), np.full(b, np.nan))
-    s = n_propensity_samples
-    thetas = model.sample_theta(rng, b * s, scale).reshape(b, s, -1).astype(np.float32)
-    sample_scores = np.matmul(x32, thetas.transpose(0, 2, 1)).transpose(0, 2, 1) + mean[:, None, :]  # (B, S, N)
-    if item_sd is not None:
-        sample_scores = sample_scores + scale * sd[:, None, :] * rng.standard_normal((b, s, n))
+    sample_scores = all_scores[:, 1:] + mean[:, None, :]  # (B, S, N)
+    if sample_noise is not None:
+        sample_scores = sample_scores + scale * sd[:, None, :] * sample_noise
     sampled = topk_of_samples(sample_scores, k)
     propensity, slate = monte_carlo_propensity(slots, sampled)
     return Ranking(slots, propensity, slate)
@@ -241,8 +259,11 @@ class LinearBandit(RankingPolicy):
     # ------------------------------------------------------------------ deciding
     def mean_scores(self, ctx: RankingContext) -> np.ndarray:
         """(B, N) float64 estimated examined value theta^T x + beta_i of each candidate."""
-        z = self._features(ctx)
-        return self._model().mean(z) + self._item_mean(ctx)
+        def chunk(c: RankingContext, _: slice) -> np.ndarray:
+            z = self._features(c)
+            return self._model().mean(z) + self._item_mean(c)
+
+        return by_row_chunks(ctx, chunk)
 
     def score(self, ctx: RankingContext) -> np.ndarray:
         """(B, N) float64 estimated examined value theta^T x + beta_i (the greedy score)."""
@@ -250,21 +271,25 @@ class LinearBandit(RankingPolicy):
 
     def _ucb_scores(self, ctx: RankingContext, alpha: float) -> np.ndarray:
         """(B, N) float64 upper confidence bounds with width ``alpha``."""
-        z = self._features(ctx)
-        model = self._model()
-        mean = model.mean(z) + self._item_mean(ctx)
-        if alpha == 0.0:
-            return mean
-        return mean + alpha * np.sqrt(model.variance(z) + self._item_variance(ctx))
+        def chunk(c: RankingContext, _: slice) -> np.ndarray:
+            z = self._features(c)
+            model = self._model()
+            mean = model.mean(z) + self._item_mean(c)
+            if alpha == 0.0:
+                return mean
+            return mean + alpha * np.sqrt(model.variance(z) + self._item_variance(c))
+
+        return by_row_chunks(ctx, chunk)
 
     def _thompson(self, ctx: RankingContext, k: int, rng: np.random.Generator, scale: float,
                   n_propensity_samples: int) -> Ranking:
         """Thompson-sampling ranking (see :func:`thompson_ranking`)."""
-        z = self._features(ctx)
+        if self.model is None:
+            self._features(ctx.take(np.arange(1)))  # builds the model on the first call
         if self.items is None:
-            return thompson_ranking(z, self._model(), k, rng, scale, n_propensity_samples)
-        return thompson_ranking(z, self._model(), k, rng, scale, n_propensity_samples, self._item_mean(ctx),
-                                np.sqrt(self._item_variance(ctx)))
+            return thompson_ranking(self._features, ctx, self._model(), k, rng, scale, n_propensity_samples)
+        return thompson_ranking(self._features, ctx, self._model(), k, rng, scale, n_propensity_samples,
+                                self._item_mean(ctx), np.sqrt(self._item_variance(ctx)))
 
     # ------------------------------------------------------------------ learning
     def update(self, ctx: RankingContext, ranking: Ranking, feedback: Feedback) -> None:

@@ -37,7 +37,7 @@ from agents._checks import (
 )
 from agents.base import Feedback, Ranking, RankingContext, RankingPolicy
 from agents.exploration import epsilon_greedy_ranking
-from agents.features import BLOCKS, CandidateFeatures, slot_credit
+from agents.features import BLOCKS, CandidateFeatures, by_row_chunks, slot_credit
 from shopgym.errors import ConfigError
 
 BINARY_TARGETS: tuple[str, ...] = ("click", "cart", "purchase")
@@ -95,9 +95,12 @@ class OnlineLogisticRanker(RankingPolicy):
 
     def score(self, ctx: RankingContext) -> np.ndarray:
         """(B, N) float64 logits w^T x of P(click | examined)."""
-        x = self._x(ctx)
-        assert self.weights is not None
-        return np.asarray(x, dtype=np.float64) @ self.weights
+        def chunk(c: RankingContext, _: slice) -> np.ndarray:
+            x = self._x(c)
+            assert self.weights is not None
+            return np.asarray(x, dtype=np.float64) @ self.weights
+
+        return by_row_chunks(ctx, chunk)
 
     def rank(self, ctx: RankingContext, k: int, rng: np.random.Generator) -> Ranking:
         """Epsilon-mixed top-``k`` by logit, with exact propensities."""

@@ -45,6 +45,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=1, help="BLAS / torch threads")
     parser.add_argument("--quick", action="store_true", help="smoke run: few steps, d = 64, N = 20")
+    parser.add_argument("--batches", default="1,64,1024", help="comma-separated batch sizes B of the first table")
+    parser.add_argument("--only-first", action="store_true", help="print the per-agent table only")
     return parser.parse_args()
 
 
@@ -86,7 +88,7 @@ def main() -> None:
     n_items, n_users, f_extra = 5000, 2000, 2
     n, d, k = (20, 64, 5) if args.quick else (100, 384, 10)
     steps, warmup = (3, 2) if args.quick else (args.steps, args.warmup)
-    batches = (1, 64)
+    batches = tuple(int(x) for x in args.batches.split(","))
     rng = np.random.default_rng(0)
 
     def unit(x: np.ndarray) -> np.ndarray:
@@ -145,9 +147,10 @@ def main() -> None:
 
     print(f"N={n} candidates, d={d}, K={k}, F={f_extra}, catalog {n_items}; {args.threads} BLAS/torch thread(s); "
           f"median of {steps} steps after {warmup} warm-up steps")
-    print(f"\n{'agent':<18} {'B':>3} {'rank ms':>9} {'update ms':>10} {'step ms':>9} {'us/request':>11} "
-          f"{'mean step ms':>13}")
+    print(f"\n{'agent':<18} {'B':>5} {'rank ms':>9} {'update ms':>10} {'step ms':>9} {'us/request':>11} "
+          f"{'mean step ms':>13} {'users/s':>9} {'vs B=' + str(batches[0]):>8}")
     for name, make in agents.items():
+        first_rate = None
         for b in batches:
             policy = make()
             r = np.random.default_rng(1)
@@ -166,14 +169,19 @@ def main() -> None:
                     update_t.append(t3 - t2)
             rank_ms, update_ms = 1e3 * np.median(rank_t), 1e3 * np.median(update_t)
             mean_ms = 1e3 * (np.mean(rank_t) + np.mean(update_t))  # includes occasional work (retraining)
-            print(f"{name:<18} {b:>3} {rank_ms:>9.2f} {update_ms:>10.2f} {rank_ms + update_ms:>9.2f} "
-                  f"{1e3 * (rank_ms + update_ms) / b:>11.1f} {mean_ms:>13.2f}", flush=True)
+            rate = 1e3 * b / mean_ms  # users per second, occasional work included
+            first_rate = first_rate or rate
+            print(f"{name:<18} {b:>5} {rank_ms:>9.2f} {update_ms:>10.2f} {rank_ms + update_ms:>9.2f} "
+                  f"{1e3 * (rank_ms + update_ms) / b:>11.1f} {mean_ms:>13.2f} {rate:>9,.0f} "
+                  f"{rate / first_rate:>7.2f}x", flush=True)
+    if args.only_first:
+        return
 
     # ------------------------------------------------------------------ LinUCB update vs naive inverse
     print("\nLinUCB update: ours vs naive (A += w x x^T; A_inv = np.linalg.inv(A) after every observation)")
     print(f"{'B':>3} {'obs':>5} {'p':>4} {'method':<18} {'ridge ms':>9} {'x naive':>8} {'update() ms':>12} "
           f"{'max |A_inv - naive|':>20}")
-    for b in batches:
+    for b in batches[:2]:
         stream_rng = np.random.default_rng(2)
         probe = LinUCBRanker(examination=ex)
         stream = []

@@ -17,6 +17,8 @@ from shopgym.checks import check_int
 
 #: a token is a run of word characters, optionally with an apostrophe part ("men's")
 _TOKEN = r"\w+(?:'\w+)?"
+#: texts hashed at a time: the pandas token lists and the float64 sums stay ~100 MB whatever the catalog size
+_CHUNK = 1 << 16
 
 
 class HashingEncoder:
@@ -73,6 +75,13 @@ class HashingEncoder:
             EncoderInputError: ``texts`` is empty or holds a non-string.
         """
         items = check_texts(texts)
+        out = np.empty((len(items), self._dim), dtype=np.float32)
+        for start in range(0, len(items), _CHUNK):  # chunks bound the tokenising temporaries; rows are independent
+            out[start:start + _CHUNK] = self._encode_chunk(items[start:start + _CHUNK])
+        return out
+
+    def _encode_chunk(self, items: Sequence[str]) -> np.ndarray:
+        """(m, dim) unit rows of ``items`` (float64 sums of +-1: exact)."""
         tokens = pd.Series(items, dtype=object).str.lower().str.findall(_TOKEN)
         exploded = tokens.explode().dropna()
         parts = [exploded]

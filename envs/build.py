@@ -125,13 +125,20 @@ def _common(train: LoggedData, space: ItemSpace, config: EnvConfig) -> tuple[Use
     views = np.bincount(space.item_ids.get_indexer(pd.Index(train.interactions[S.ITEM_ID])), minlength=space.n_items)
     cold = np.flatnonzero(views == 0)
     generator = CandidateGenerator(space, users, co_engagement(train, space.item_ids), cold, config.candidates)
-    if len(users.user_ids):
-        state = users.profiles(np.arange(len(users.user_ids)), space.item_vecs)
-        warm = ~state.is_cold
-        default = vector(state, np.zeros(space.dim))[warm].mean(axis=0) if warm.any() else np.zeros(space.dim)
-    else:
-        default = np.zeros(space.dim)
-    return users, generator, default
+    return users, generator, default_profile(users, space)
+
+
+def default_profile(users: UserTable, space: ItemSpace, block: int = 4096) -> np.ndarray:
+    """(d,) the mean unit profile of the warm users (zeros if none): the cold-start profile.
+
+    Blocks of ``block`` users bound the (block, H, d) float64 gather of their histories' vectors.
+    """
+    warm_vecs = []
+    for start in range(0, len(users.user_ids), block):
+        state = users.profiles(np.arange(start, min(start + block, len(users.user_ids))), space.item_vecs)
+        warm_vecs.append(vector(state, np.zeros(space.dim))[~state.is_cold])
+    warm = np.concatenate(warm_vecs) if warm_vecs else np.zeros((0, space.dim), dtype=np.float32)
+    return warm.mean(axis=0) if len(warm) else np.zeros(space.dim)
 
 
 #: the response backends a synthetic-world simulator can have (see :func:`world_simulator`)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from envs.neighbours import item_neighbours
 from envs.space import ItemSpace, UserTable
 from shopgym.errors import ConfigError
 from shopgym.numeric import topk
@@ -67,12 +68,8 @@ class CandidateGenerator:
         pool = min(cfg.pool_size, n)
         self.n_items = n
         self.popular = topk(users.popularity[None, :], pool)[0]
-        if len(space.query_texts):
-            sims = space.query_vecs @ space.item_vecs.T
-            self.query_pools = topk(sims, pool)
-        else:
-            self.query_pools = np.zeros((0, pool), dtype=np.int64)
-        self.neighbours = _neighbours(space.item_vecs, co_engagement, min(cfg.neighbours, n - 1))
+        self.query_pools = _query_pools(space, pool)
+        self.neighbours = item_neighbours(space.item_vecs, co_engagement, min(cfg.neighbours, n - 1))
         self.cold = np.asarray(cold_items, dtype=np.int64)
         self.shares = np.array([getattr(cfg, s) for s in SOURCES], dtype=np.float64)
 
@@ -100,8 +97,11 @@ class CandidateGenerator:
         shares[~has_history, 0] += shares[~has_history, 1]
         shares[~has_history, 1] = 0.0
         cdf = np.cumsum(shares / shares.sum(axis=1, keepdims=True), axis=1)
-        source = (rng.random((b, draws, 1)) > cdf[:, None, :]).sum(axis=2)
-        source = np.minimum(source, len(SOURCES) - 1)
+        u_source = rng.random((b, draws))
+        source = np.zeros((b, draws), dtype=np.int8)  # the number of cdf steps below each draw
+        for j in range(len(SOURCES)):  # S passes over (B, draws), not one (B, draws, S) temporary
+            source += u_source > cdf[:, j:j + 1]
+        np.minimum(source, len(SOURCES) - 1, out=source)
         u = rng.random((b, draws))
         picks = rng.integers(0, self.n_items, (b, draws))  # random
         popular = self.popular[(u * len(self.popular)).astype(np.int64)]
@@ -145,32 +145,44 @@ def first_distinct(rng: np.random.Generator, picks: np.ndarray, n: int, n_items:
 
 
 def first_distinct_no_fill(picks: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """First ``n`` distinct entries per row and how many distinct entries each row has."""
+    """First ``n`` distinct entries per row of ``picks`` (B, M) >= 0, and how many distinct entries each row has.
+
+    Returns:
+        (B, n) the first occurrences in column order (a row with fewer than ``n`` distinct entries is -1
+        padded after them) and (B,) the distinct counts. One sort per row of the unique keys
+        ``pick * M + column`` (equal picks end up adjacent, in column order), no second sort: the first
+        occurrences are marked, ranked by a cumulative sum and gathered with one ``nonzero``.
+    """
     b, m = picks.shape
-    order = np.argsort(picks, axis=1, kind="stable")
-    sorted_picks = np.take_along_axis(picks, order, axis=1)
-    dup_sorted = np.concatenate([np.zeros((b, 1), bool), sorted_picks[:, 1:] == sorted_picks[:, :-1]], axis=1)
-    dup = np.empty_like(dup_sorted)
-    np.put_along_axis(dup, order, dup_sorted, axis=1)
-    key = np.where(dup, m, 0) + np.arange(m)[None, :]
-    first = np.argsort(key, axis=1, kind="stable")[:, :n]
-    return np.take_along_axis(picks, first, axis=1), (~dup).sum(axis=1)
+    key = picks.astype(np.int64) * m + np.arange(m)[None, :]
+    key.sort(axis=1)
+    first_sorted = np.empty((b, m), dtype=bool)
+    first_sorted[:, 0] = True
+    np.not_equal(key[:, 1:] // m, key[:, :-1] // m, out=first_sorted[:, 1:])
+    first = np.empty((b, m), dtype=bool)
+    np.put_along_axis(first, key % m, first_sorted, axis=1)
+    distinct = first.sum(axis=1)
+    rows, cols = np.nonzero(first & (np.cumsum(first, axis=1) <= n))  # row-major: column order within a row
+    counts = np.minimum(distinct, n)
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out = np.full((b, n), -1, dtype=picks.dtype)
+    out[rows, slot] = picks[rows, cols]
+    return out, distinct
 
 
-def _neighbours(item_vecs: np.ndarray, co: sp.csr_matrix | None, k: int) -> np.ndarray:
-    """(n_items, k) neighbours: top co-engaged items first, then nearest by embedding."""
-    n = len(item_vecs)
-    out = np.empty((n, k), dtype=np.int64)
-    block = 1024
-    for start in range(0, n, block):  # blocks of rows keep the (block, n) score matrix small
-        stop = min(start + block, n)
-        score = (item_vecs[start:stop] @ item_vecs.T).astype(np.float64)  # in [-1, 1]
-        if co is not None:
-            score = score + 10.0 * np.log1p(co[start:stop].toarray())
-        score[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-        # not numeric.topk: ties inside and at the edge of the top k keep the partition's order, so the
-        # neighbour lists (and every simulation drawn from them) stay as they were
-        part = np.argpartition(-score, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(score, part, axis=1), axis=1, kind="stable")
-        out[start:stop] = np.take_along_axis(part, order, axis=1)
+def _query_pools(space: ItemSpace, pool: int) -> np.ndarray:
+    """(Q, pool) the items nearest each query (blocks of queries: at most ~256 MB of scores at a time)."""
+    if not len(space.query_texts):
+        return np.zeros((0, pool), dtype=np.int64)
+    items = space.item_vecs if space.item_vecs.dtype == np.float32 else None
+    block = max(1, (64 << 20) // max(space.n_items, 1))
+    out = np.empty((len(space.query_vecs), pool), dtype=np.int64)
+    for start in range(0, len(out), block):
+        queries = space.query_vecs[start:start + block]
+        if items is not None:
+            sims = queries @ items.T
+        else:  # a float16 table: scored in float32 slices of items, never a whole float32 copy
+            sims = np.concatenate([queries @ np.asarray(space.item_vecs[i:i + 65536], np.float32).T
+                                   for i in range(0, space.n_items, 65536)], axis=1)
+        out[start:start + block] = topk(sims, pool)
     return out

@@ -205,7 +205,7 @@ class Simulator:
         self.examination = backend.examination(config.slate_size)
         pop = users.popularity
         self._pop_feature = (pop / max(pop.max(), 1e-12)).astype(np.float32)
-        self._obs_item_vecs = np.clip(space.item_vecs, -1.0, 1.0).astype(np.float32)
+        self._obs_item_vecs: np.ndarray | None = None  # built on first use (see item_table)
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -309,7 +309,7 @@ class Simulator:
         carted = real_click & ~fake & (u[1] < cart_p)
         purchased = carted & (u[2] < buy_p)
         slot_reward = cfg.reward.slot_reward(clicked, carted, purchased, self.prices[shown])
-        repeat = (shown[:, :, None] == state.seen[:, None, :]).any(axis=2)
+        repeat = in_row_sets(shown, state.seen)
         repeat_share = repeat.mean(axis=1)
         vecs = self.space.item_vecs[shown].astype(np.float64)
         diversity = intra_list_diversity(vecs)
@@ -375,7 +375,7 @@ class Simulator:
     # ------------------------------------------------------------------ views for agents
     def extra_features(self, state: PageState) -> np.ndarray:
         """(B, N, F) float32: shown earlier in the session, scaled popularity."""
-        shown_before = (state.candidates[:, :, None] == state.seen[:, None, :]).any(axis=2)
+        shown_before = in_row_sets(state.candidates, state.seen)
         return np.stack([shown_before.astype(np.float32), self._pop_feature[state.candidates]], axis=2)
 
     def query_vectors(self, state: PageState) -> np.ndarray:
@@ -390,10 +390,36 @@ class Simulator:
         """The structured view agents rank from (``sessions`` carries the true shoppers, for reference policies)."""
         return RankingContext(
             user=self.profile_vectors(state), query=self.query_vectors(state), is_search=state.sessions.is_search,
-            candidates=state.candidates, candidate_vecs=self.space.item_vecs[state.candidates],
+            candidates=state.candidates, candidate_vecs=None,  # type: ignore[arg-type]  # gathered on first read
             user_ids=state.sessions.user, history=self._history(state.sessions), extra=self.extra_features(state),
-            sessions=state.sessions,
+            sessions=state.sessions, item_table=self.space.item_vecs,
         )
+
+    def observe_ids(self, state: PageState) -> dict[str, np.ndarray]:
+        """The observation by reference (``observation="ids"``): no candidate vector is copied.
+
+        Keys (batch axis first): ``user`` (B, d) and ``query`` (B, d) float32 as in :meth:`observe`,
+        ``is_search`` (B, 1) float32 (1 for a search), ``page`` (B, 1) float32 pages shown / max pages,
+        ``candidates`` (B, N) int64 catalog indices into :attr:`item_table`, ``extra`` (B, N, F) float32.
+        """
+        return {"user": np.clip(self.profile_vectors(state), -1.0, 1.0).astype(np.float32),
+                "query": np.clip(self.query_vectors(state), -1.0, 1.0),
+                "is_search": state.sessions.is_search.astype(np.float32)[:, None],
+                "page": (state.page / self.config.max_pages).astype(np.float32)[:, None],
+                "candidates": state.candidates, "extra": self.extra_features(state)}
+
+    @property
+    def item_table(self) -> np.ndarray:
+        """(n_items, d) float32 item vectors within [-1, 1]: the table ``observe_ids``' candidates index.
+
+        The item space's own table when it is float32 and within range (unit rows: no copy), else a clipped
+        float32 copy made on first use.
+        """
+        if self._obs_item_vecs is None:
+            vecs = self.space.item_vecs
+            in_range = vecs.dtype == np.float32 and float(np.abs(vecs).max(initial=0.0)) <= 1.0
+            self._obs_item_vecs = vecs if in_range else np.clip(vecs, -1.0, 1.0).astype(np.float32)
+        return self._obs_item_vecs
 
     def observe(self, state: PageState) -> np.ndarray:
         """(B, obs_dim) float32 flat observations (layout in :attr:`obs_dim`), values in [-1, 1]."""
@@ -404,7 +430,7 @@ class Simulator:
         out[:, 2 * d] = state.sessions.is_search
         out[:, 2 * d + 1] = state.page / self.config.max_pages
         start = 2 * d + 2
-        out[:, start:start + n * d] = self._obs_item_vecs[state.candidates].reshape(b, n * d)
+        out[:, start:start + n * d] = self.item_table[state.candidates].reshape(b, n * d)
         out[:, start + n * d:] = self.extra_features(state).reshape(b, -1)
         np.clip(out[:, :2 * d], -1.0, 1.0, out=out[:, :2 * d])  # float rounding of unit vectors
         return out
@@ -427,6 +453,26 @@ def choice_probabilities(attract: np.ndarray, examination: np.ndarray) -> np.nda
 def choice_page_value(attract: np.ndarray, worth: np.ndarray, examination: np.ndarray) -> np.ndarray:
     r"""(B,) expected reward :math:`\sum_j P_j w_j` of a single-choice page; worth (B, K): rewards if bought."""
     return (choice_probabilities(attract, examination) * worth).sum(axis=1)
+
+
+def in_row_sets(values: np.ndarray, sets: np.ndarray) -> np.ndarray:
+    """(B, M) bool: whether ``values[b, m]`` (>= 0) is among ``sets[b]`` ((B, S) catalog indices, -1 padded).
+
+    Each row's set is sorted and offset by ``row * (max + 2)``, so that the concatenated rows form one sorted
+    array and every membership is one binary search: O(B S log S + B M log(B S)), instead of the
+    (B, M, S) comparison of the broadcast form. Only the columns of ``sets`` holding any entry are read.
+    """
+    b = len(values)
+    filled = np.flatnonzero((sets >= 0).any(axis=0))
+    if len(filled) == 0 or values.size == 0:
+        return np.zeros(values.shape, dtype=bool)
+    keys = np.sort(sets[:, : filled[-1] + 1], axis=1) + 1  # padding -> 0, never a value's key
+    stride = int(max(keys.max(), values.max() + 1)) + 1
+    offset = (np.arange(b, dtype=np.int64) * stride)[:, None]
+    keys = (keys + offset).ravel()
+    wanted = (values + 1 + offset).ravel()
+    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return (keys[pos] == wanted).reshape(values.shape)
 
 
 def intra_list_diversity(vecs: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ Both envs drive the same pure transition (:class:`envs.core.Simulator`); the vec
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -14,7 +14,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.core import EnvConfig, PageState, Simulator, StepResult
+from envs.core import EXTRA_FEATURES, EnvConfig, PageState, Simulator, StepResult
 from envs.interface import RankingContext
 from shopgym.errors import ConfigError
 
@@ -43,9 +43,28 @@ def _simulator(simulator: Simulator | None, world_config: WorldConfig | None, en
     return world_simulator(setup, env_config, backend="true")
 
 
-def _spaces(sim: Simulator) -> tuple[spaces.Box, spaces.Space[Any]]:
+Observation = Literal["flat", "ids"]
+OBSERVATIONS: tuple[str, ...] = ("flat", "ids")
+
+
+def _check_observation(observation: str) -> Observation:
+    if observation not in OBSERVATIONS:
+        raise ConfigError(f"`observation` must be one of {list(OBSERVATIONS)}, got {observation!r}")
+    return observation  # type: ignore[return-value]
+
+
+def _spaces(sim: Simulator, observation: Observation) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
     cfg = sim.config
-    obs = spaces.Box(-1.0, 1.0, (sim.obs_dim,), np.float32)
+    if observation == "flat":
+        obs: spaces.Space[Any] = spaces.Box(-1.0, 1.0, (sim.obs_dim,), np.float32)
+    else:
+        d, n, f = sim.space.dim, cfg.n_candidates, len(EXTRA_FEATURES)
+        obs = spaces.Dict({
+            "user": spaces.Box(-1.0, 1.0, (d,), np.float32), "query": spaces.Box(-1.0, 1.0, (d,), np.float32),
+            "is_search": spaces.Box(0.0, 1.0, (1,), np.float32), "page": spaces.Box(0.0, 1.0, (1,), np.float32),
+            "candidates": spaces.MultiDiscrete(np.full(n, sim.space.n_items, dtype=np.int64)),
+            "extra": spaces.Box(0.0, 1.0, (n, f), np.float32),
+        })
     if cfg.action_type == "scores":
         action: spaces.Space[Any] = spaces.Box(-1.0, 1.0, (cfg.n_candidates,), np.float32)
     else:
@@ -53,7 +72,36 @@ def _spaces(sim: Simulator) -> tuple[spaces.Box, spaces.Space[Any]]:
     return obs, action
 
 
-class ReRankEnv(gym.Env[np.ndarray, np.ndarray]):
+def _observe(sim: Simulator, state: PageState, observation: Observation) -> Any:
+    """(B, obs_dim) flat observations, or the dict of arrays of ``observation="ids"``."""
+    return sim.observe(state) if observation == "flat" else sim.observe_ids(state)
+
+
+def _row(obs: Any, i: int) -> Any:
+    """Row ``i`` of a batched observation (flat array or dict of arrays)."""
+    return {key: value[i] for key, value in obs.items()} if isinstance(obs, dict) else obs[i]
+
+
+def flatten_ids_observation(obs: dict[str, np.ndarray], item_table: np.ndarray) -> np.ndarray:
+    """The flat observation (``observation="flat"`` layout) materialised from an ``"ids"`` observation.
+
+    Args:
+        obs: an ``"ids"`` observation, batched (leading B axis on every key) or single.
+        item_table: (n_items, d) the env's :attr:`~envs.core.Simulator.item_table`.
+
+    Returns:
+        (B, 2d + 2 + N d + N F) float32, or (2d + 2 + N d + N F,) for a single observation.
+    """
+    single = obs["candidates"].ndim == 1
+    batch = {k: np.asarray(v)[None] for k, v in obs.items()} if single else obs
+    b = len(batch["candidates"])
+    out = np.concatenate([batch["user"], batch["query"], batch["is_search"].reshape(b, 1),
+                          batch["page"].reshape(b, 1), item_table[batch["candidates"]].reshape(b, -1),
+                          batch["extra"].reshape(b, -1)], axis=1).astype(np.float32, copy=False)
+    return out[0] if single else out
+
+
+class ReRankEnv(gym.Env[Any, np.ndarray]):
     """Re-rank the candidates of an e-commerce page for one simulated shopper session.
 
     ## Description
@@ -65,10 +113,16 @@ class ReRankEnv(gym.Env[np.ndarray, np.ndarray]):
     items, 500 shoppers) answered by its true response model, with the hashing text encoder.
 
     ## Observation Space
-    ``Box(-1, 1, (2d + 2 + N d + 2 N,), float32)``: the user's profile (d, updated from this session's
-    feedback), the query vector (d, zeros when browsing), is-search, pages shown / max pages, the N candidate
-    vectors (N x d), then per candidate (N x 2): shown earlier in this session, popularity scaled to [0, 1].
-    ``d`` is the simulator's embedding size (326 for the default world and encoder).
+    ``observation="flat"`` (default, what SB3's policies take): ``Box(-1, 1, (2d + 2 + N d + 2 N,), float32)``:
+    the user's profile (d, updated from this session's feedback), the query vector (d, zeros when browsing),
+    is-search, pages shown / max pages, the N candidate vectors (N x d), then per candidate (N x 2): shown
+    earlier in this session, popularity scaled to [0, 1]. ``d`` is the simulator's embedding size (326 for the
+    default world and encoder).
+
+    ``observation="ids"``: the same content by reference, ``Dict(user: Box(d), query: Box(d), is_search:
+    Box(1), page: Box(1), candidates: MultiDiscrete([n_items] * N), extra: Box(N, 2))``: candidates are
+    catalog indices into the one shared table :attr:`item_table` (n_items x d) instead of N x d copied
+    vectors per step; :func:`flatten_ids_observation` materialises the flat layout when asked.
 
     ## Action Space
     ``action_type="scores"`` (default): ``Box(-1, 1, (N,), float32)``, one score per candidate; the K best
@@ -125,10 +179,11 @@ class ReRankEnv(gym.Env[np.ndarray, np.ndarray]):
             :class:`~encoders.base.TextEncoder`.
         env_config: page size, candidates, rewards, session length and action type
             (:class:`envs.core.EnvConfig`); None: ``EnvConfig()`` (N=50, K=10, 20 pages).
+        observation: ``"flat"`` (one float32 vector) or ``"ids"`` (a dict; candidates by catalog index).
 
     Raises:
         ConfigError: ``simulator`` is given together with a default-simulator argument, or
-            ``render_mode`` is not a supported mode.
+            ``render_mode`` or ``observation`` is not a supported value.
 
     ## Vectorized environment
     :class:`ReRankVectorEnv` runs many sessions per call as array operations; ``gym.make_vec`` uses it
@@ -142,26 +197,27 @@ class ReRankEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def __init__(self, simulator: Simulator | None = None, render_mode: str | None = None, *,
                  world_config: WorldConfig | None = None, encoder: str | TextEncoder = "hashing",
-                 env_config: EnvConfig | None = None) -> None:
+                 env_config: EnvConfig | None = None, observation: Observation = "flat") -> None:
         modes = self.metadata["render_modes"]
         if render_mode is not None and render_mode not in modes:
             raise ConfigError(f"`render_mode` must be None or one of {modes}, got {render_mode!r}")
+        self.observation = _check_observation(observation)
         self.sim = _simulator(simulator, world_config, encoder, env_config)
-        self.observation_space, self.action_space = _spaces(self.sim)
+        self.observation_space, self.action_space = _spaces(self.sim, self.observation)
         self.render_mode = render_mode
         self._state: PageState | None = None
         self._last: StepResult | None = None
 
     def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Start a new shopper session."""
         super().reset(seed=seed)
         self._state = self.sim.reset(self.np_random, 1)
         info = {"is_search": bool(self._state.sessions.is_search[0]), "user": int(self._state.sessions.user[0]),
                 "candidates": self._state.candidates[0].copy()}
-        return self.sim.observe(self._state)[0], info
+        return _row(_observe(self.sim, self._state, self.observation), 0), info
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """Show a page chosen by ``action``; returns obs, reward, terminated, truncated, info."""
         if self._state is None:
             raise gym.error.ResetNeeded("call reset() before step()")
@@ -170,8 +226,14 @@ class ReRankEnv(gym.Env[np.ndarray, np.ndarray]):
         self._state, self._last = result.state, result
         info: dict[str, Any] = {key: value[0] for key, value in result.info.items()}
         info["ranking_probability"] = float(prob[0])
-        return (self.sim.observe(result.state)[0], float(result.reward[0]), bool(result.terminated[0]),
+        return (_row(_observe(self.sim, result.state, self.observation), 0), float(result.reward[0]),
+                bool(result.terminated[0]),
                 bool(result.truncated[0]), info)
+
+    @property
+    def item_table(self) -> np.ndarray:
+        """(n_items, d) float32 item vectors that ``observation="ids"``'s candidate indices refer to."""
+        return self.sim.item_table
 
     def ranking_context(self) -> RankingContext:
         """The structured context of the current page (batch of 1), for agents of ``agents/``."""
@@ -219,36 +281,40 @@ class ReRankVectorEnv(VectorEnv):
         world_config: the synthetic world of the default simulator; None: ``QuickWorld().config``.
         encoder: the default simulator's text encoder (a name or a :class:`~encoders.base.TextEncoder`).
         env_config: :class:`envs.core.EnvConfig` of the default simulator; None: ``EnvConfig()``.
+        observation: ``"flat"`` or ``"ids"`` (see :class:`ReRankEnv`); ``"ids"`` copies no candidate
+            vector, and loops that rank from :meth:`ranking_context` (the bandits) want it.
 
     Raises:
         ValueError: ``num_envs`` < 1.
-        ConfigError: ``simulator`` is given together with a default-simulator argument.
+        ConfigError: ``simulator`` is given together with a default-simulator argument, or ``observation``
+            is not a supported value.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, num_envs: int = 1, simulator: Simulator | None = None, *,
                  world_config: WorldConfig | None = None, encoder: str | TextEncoder = "hashing",
-                 env_config: EnvConfig | None = None) -> None:
+                 env_config: EnvConfig | None = None, observation: Observation = "flat") -> None:
         if int(num_envs) < 1:
             raise ValueError(f"`num_envs` must be >= 1, got {num_envs}")
+        self.observation = _check_observation(observation)
         self.sim = _simulator(simulator, world_config, encoder, env_config)
         self.num_envs = int(num_envs)
-        self.single_observation_space, self.single_action_space = _spaces(self.sim)
+        self.single_observation_space, self.single_action_space = _spaces(self.sim, self.observation)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._state: PageState | None = None
         self.np_random, _ = gym.utils.seeding.np_random(None)
 
     def reset(self, *, seed: int | list[int] | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Start ``num_envs`` new sessions."""
         if seed is not None:
             if not isinstance(seed, int):
                 raise ValueError("ReRankVectorEnv takes one integer seed for the whole batch")
             self.np_random, _ = gym.utils.seeding.np_random(seed)
         self._state = self.sim.reset(self.np_random, self.num_envs)
-        return self.sim.observe(self._state), {"is_search": self._state.sessions.is_search.copy()}
+        return _observe(self.sim, self._state, self.observation), {"is_search": self._state.sessions.is_search.copy()}
 
     @property
     def state(self) -> PageState:
@@ -257,30 +323,33 @@ class ReRankVectorEnv(VectorEnv):
             raise gym.error.ResetNeeded("call reset() first")
         return self._state
 
+    @property
+    def item_table(self) -> np.ndarray:
+        """(n_items, d) float32 item vectors that ``observation="ids"``'s candidate indices refer to."""
+        return self.sim.item_table
+
     def ranking_context(self) -> RankingContext:
         """The structured context of the current pages, for agents of ``agents/``."""
         return self.sim.context(self.state)
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Show one page per session; ended sessions restart in the same step."""
         slots, prob = self.sim.slots_from_action(actions, self.np_random)
         return self.step_slots(slots, prob)
 
     def step_slots(self, slots: np.ndarray, probability: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+                   ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Like :meth:`step`, with the (B, K) candidate columns given directly (agents that rank themselves)."""
         result = self.sim.step(self.state, slots, self.np_random)
         info: dict[str, Any] = dict(result.info)
         info["ranking_probability"] = np.ones(self.num_envs) if probability is None else probability
         done = result.terminated | result.truncated
         state = result.state
-        obs = self.sim.observe(state)
         if done.any():
             rows = np.flatnonzero(done)
-            info["final_obs"] = obs[rows].copy()
+            info["final_obs"] = _observe(self.sim, state.take(rows), self.observation)
             info["_final_obs"] = done.copy()
-            fresh = self.sim.reset(self.np_random, len(rows))
-            state = self.sim.replace_rows(state, rows, fresh)
-            obs[rows] = self.sim.observe(fresh)
+            state = self.sim.replace_rows(state, rows, self.sim.reset(self.np_random, len(rows)))
+        obs = _observe(self.sim, state, self.observation)
         self._state = state
         return obs, result.reward.astype(np.float64), result.terminated, result.truncated, info

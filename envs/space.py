@@ -6,8 +6,11 @@ and the envs, so that everything sees the same vectors.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,7 +33,8 @@ class ItemSpace:
 
     Attributes:
         item_ids: catalog item ids; position = catalog index used everywhere in the simulator.
-        item_vecs: (n_items, d) float32 L2-normalised (zero rows for items with no information).
+        item_vecs: (n_items, d) float32 (or float16, possibly memory-mapped: :meth:`build`'s ``dtype``,
+            :meth:`load`) L2-normalised (zero rows for items with no information).
         query_texts: (Q,) distinct query strings (index = query index); never contains "".
         query_vecs: (Q, d) float32 L2-normalised.
         projection: (d_in, d) float32 PCA projection applied to encoder outputs, or None.
@@ -76,6 +80,7 @@ class ItemSpace:
         dim: int | None = None,
         attribute_weight: float = 0.0,
         show_progress: bool | None = None,
+        dtype: np.dtype | type = np.float32,
     ) -> ItemSpace:
         r"""Encode the catalog and the queries; optionally add item attributes and project by PCA.
 
@@ -93,8 +98,13 @@ class ItemSpace:
             dim: target dimension (< the encoder's); None keeps the encoder's.
             attribute_weight: weight of the attribute block, >= 0 (0: text embedding only).
             show_progress: progress bars while encoding.
+            dtype: the item table's storage, float32 or float16 (half the memory; every consumer reads
+                it in float32 slices, and unit vectors keep ~3 significant digits). Queries stay float32.
         """
-        item_vecs = encode_items(items, encoder, show_progress=show_progress).astype(np.float32)
+        dtype = np.dtype(dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float16)):
+            raise ConfigError(f"`dtype` must be float32 or float16, got {dtype}")
+        item_vecs = np.asarray(encode_items(items, encoder, show_progress=show_progress), dtype=np.float32)
         texts = np.array(sorted({q for q in queries if q}), dtype=object)
         if len(texts):
             if not callable(getattr(encoder, "encode", None)):
@@ -117,7 +127,47 @@ class ItemSpace:
             projection = principal_directions(item_vecs, dim, fix_sign=True).T.astype(np.float32)
             item_vecs = l2_normalize(item_vecs @ projection).astype(np.float32)
             query_vecs = l2_normalize(query_vecs @ projection).astype(np.float32)
-        return cls(pd.Index(items[S.ITEM_ID]), item_vecs, texts, query_vecs, projection)
+        return cls(pd.Index(items[S.ITEM_ID]), item_vecs.astype(dtype, copy=False), texts, query_vecs, projection)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the space to ``directory`` (``item_vecs.npy`` readable memory-mapped by :meth:`load`).
+
+        Written into a temporary sibling folder and renamed into place, so a kill leaves either the old
+        folder or the new one, never a half-written one.
+        """
+        directory = Path(directory)
+        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.save(tmp / "item_vecs.npy", np.ascontiguousarray(self.item_vecs), allow_pickle=False)
+        np.save(tmp / "query_vecs.npy", self.query_vecs, allow_pickle=False)
+        if self.projection is not None:
+            np.save(tmp / "projection.npy", self.projection, allow_pickle=False)
+        pd.DataFrame({"item_id": self.item_ids.astype(str)}).to_parquet(tmp / "item_ids.parquet", index=False)
+        pd.DataFrame({"query": self.query_texts.astype(str)}).to_parquet(tmp / "queries.parquet", index=False)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, *, mmap: bool = True) -> ItemSpace:
+        """A space written by :meth:`save`; ``mmap`` leaves the item table on disk, paged in as rows are read.
+
+        Raises:
+            ConfigError: the folder is missing a file :meth:`save` writes.
+        """
+        directory = Path(directory)
+        names = ("item_vecs.npy", "query_vecs.npy", "item_ids.parquet", "queries.parquet")
+        missing = [name for name in names if not (directory / name).is_file()]
+        if missing:
+            raise ConfigError(f"{directory} is not a saved item space (missing {', '.join(missing)}); "
+                              "write one with ItemSpace.save")
+        item_vecs = np.load(directory / "item_vecs.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+        projection = np.load(directory / "projection.npy") if (directory / "projection.npy").is_file() else None
+        item_ids = pd.Index(pd.read_parquet(directory / "item_ids.parquet")["item_id"].astype(str))
+        queries = pd.read_parquet(directory / "queries.parquet")["query"].to_numpy(dtype=object)
+        return cls(item_ids, item_vecs, queries, np.load(directory / "query_vecs.npy"), projection)
 
 
 def attribute_blocks(items: pd.DataFrame, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -121,7 +121,7 @@ def record_contexts(agent: RankingPolicy, sim: Any, n: int, seed: int = 0,
     from envs.rerank import ReRankVectorEnv
     from shopgym.app.rollout import EnvPages, rollout
 
-    env = ReRankVectorEnv(batch_size, simulator=sim)
+    env = ReRankVectorEnv(batch_size, simulator=sim, observation="ids")  # agents rank from the context
     env.reset(seed=seed)
     steps = -(-n // batch_size)
     return [step.ctx for step in rollout(agent, EnvPages(env), np.random.default_rng([seed, 11]), steps=steps,

@@ -353,7 +353,7 @@ def run_agent(agent: RankingPolicy, prep: RunSetup, *, steps: int, batch_size: i
         values = np.asarray(agent.curve.reward_per_page, dtype=np.float64)  # type: ignore[attr-defined]
         if len(values):
             curve = np.interp((np.arange(steps) + 1) * batch_size, pages, values)
-    env = ReRankVectorEnv(batch_size, simulator=sim)
+    env = ReRankVectorEnv(batch_size, simulator=sim, observation="ids")  # agents rank from the context
     env.reset(seed=seed)
     rng = np.random.default_rng([seed, 7])
     truth = TrueWorldBackend(prep.world) if prep.world is not None else None

@@ -84,7 +84,7 @@ def send_shoppers(rank: Rank, feedback: Feedback | None, sim: Any, pages: int, *
     """
     from envs.rerank import ReRankVectorEnv
 
-    env = ReRankVectorEnv(batch, simulator=sim)
+    env = ReRankVectorEnv(batch, simulator=sim, observation="ids")  # agents rank from the context
     env.reset(seed=seed)
     item_ids = np.asarray([str(i) for i in sim.space.item_ids], dtype=object)
     user_ids = np.asarray([str(u) for u in sim.users.user_ids], dtype=object)
