@@ -307,6 +307,79 @@ def logged_rankings(row_request: np.ndarray, position: np.ndarray, propensity: n
     return pages[keep]
 
 
+@dataclass(frozen=True)
+class _RowTerms:
+    r"""What :meth:`LatentClasses.logits` computes per training row that no parameter changes, computed once.
+
+    Per row :math:`r` (item :math:`v`, query :math:`q`, profile :math:`p`): the cosine :math:`q^\top v`, the
+    search flag, :math:`q \odot v` (search rows only; zero otherwise), :math:`p \odot v` and its sum, and the
+    item's coordinates along the deviations' directions. The class scores :math:`v^\top T_c` come from one
+    (n_items, d) x (d, C) product per call, gathered by item, instead of a (rows, d) x (d, C) product over
+    gathered item vectors. EM evaluates every row ``epochs + 1`` times and minibatches many more: gathering
+    three (rows, d) arrays and multiplying them each time was most of a fit's time.
+    """
+
+    item: torch.Tensor  # (n,) catalog index
+    cos: torch.Tensor  # (n,)
+    search: torch.Tensor  # (n,) 0/1
+    search_row: torch.Tensor  # (n,) row into qv, -1 for browse rows
+    qv: torch.Tensor  # (n_search, d)
+    pv: torch.Tensor | None  # (n, d)
+    pv_sum: torch.Tensor | None  # (n,)
+    coords: torch.Tensor  # (n_items, r)
+    items: torch.Tensor  # (n_items, d)
+
+    @classmethod
+    def of(cls, items: torch.Tensor, row_item: torch.Tensor, row_request: torch.Tensor, query: torch.Tensor,
+           is_search: torch.Tensor, profile: torch.Tensor | None, coords: torch.Tensor) -> _RowTerms:
+        n, d = len(row_item), items.shape[1]
+        search = is_search[row_request]
+        searched = torch.nonzero(search > 0).squeeze(-1)
+        search_row = torch.full((n,), -1, dtype=torch.int64)
+        search_row[searched] = torch.arange(len(searched))
+        cos = torch.zeros(n)
+        qv = torch.empty((len(searched), d))
+        pv = None if profile is None else torch.empty((n, d))
+        block = 65536
+        for start in range(0, n, block):  # blocks bound the (block, d) temporaries
+            rows = slice(start, min(start + block, n))
+            v = items.index_select(0, row_item[rows])
+            req = row_request[rows]
+            cos[rows] = (query.index_select(0, req) * v).sum(-1)
+            if pv is not None and profile is not None:
+                pv[rows] = profile.index_select(0, req) * v
+        for start in range(0, len(searched), block):
+            hit = searched[start:start + block]
+            qv[start:start + len(hit)] = query.index_select(0, row_request[hit]) * items.index_select(0, row_item[hit])
+        return cls(row_item, cos, search, search_row, qv, pv, None if pv is None else pv.sum(-1), coords, items)
+
+    def logits(self, model: LatentClasses, rows: torch.Tensor | slice, users: torch.Tensor) -> torch.Tensor:
+        """(m, C) the class logits of training rows ``rows`` (= :meth:`LatentClasses.logits` of their inputs).
+
+        ``rows``: indices (gathered with ``index_select``, 2-3x faster than fancy indexing) or a slice (views).
+        """
+        def take(x: torch.Tensor) -> torch.Tensor:
+            return x[rows] if isinstance(rows, slice) else x.index_select(0, rows)
+
+        item, s, cos = take(self.item), take(self.search), take(self.cos)
+        at = take(self.search_row)
+        hit = torch.nonzero(at >= 0).squeeze(-1)
+        query_term = torch.zeros(len(item))
+        if len(hit):
+            query_term = query_term.index_put((hit,), self.qv.index_select(0, at[hit]) @ model.query_weight)
+        shared = (model.intercept + model.item_bias(item).squeeze(-1) + query_term + model.query_cos * cos
+                  + model.search * s)
+        if len(model.knots) >= 2:
+            shared = shared + s * model.relevance_curve(cos)
+        if self.pv is not None and self.pv_sum is not None:
+            shared = shared + take(self.pv) @ model.profile_weight + model.profile_cos * take(self.pv_sum)
+        if model.deviation_rank:
+            own = (self.coords.index_select(0, item) * model.deviation.detach().index_select(0, users)).sum(-1)
+            shared = shared + model.deviation_gain * own
+        class_scores = self.items @ (model.taste + model.logger_gain * model.logger_taste.detach()).T  # (n_items, C)
+        return shared.unsqueeze(-1) + class_scores.index_select(0, item)
+
+
 def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray, n_users: int,
                        clicked: np.ndarray, log_theta: np.ndarray, row_request: np.ndarray, query: np.ndarray,
                        is_search: np.ndarray, row_weight: np.ndarray, exposure: np.ndarray,
@@ -404,11 +477,11 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
     t_page_valid = torch.from_numpy(pages >= 0)
     t_coords = t_items @ model.basis.T  # (n_items, r): item coordinates along the deviations' directions
 
-    def row_loglik(rows: torch.Tensor) -> torch.Tensor:
-        """(m, C) log P(y_r | class c)."""
-        req = t_request[rows]
-        logits = model.logits(t_items[t_item[rows]], t_query[req], t_search[req], t_item[rows],
-                              None if t_profile is None else t_profile[req], t_user[rows])
+    terms = _RowTerms.of(t_items, t_item, t_request, t_query, t_search, t_profile, t_coords)
+
+    def row_loglik(rows: torch.Tensor | slice) -> torch.Tensor:
+        """(m, C) log P(y_r | class c) of rows ``rows`` (indices or a slice)."""
+        logits = terms.logits(model, rows, t_user[rows])
         log_p = t_log_theta[rows].unsqueeze(-1) + nn.functional.logsigmoid(logits)
         y = t_y[rows].unsqueeze(-1)
         return y * log_p + (1 - y) * torch.log1p(-log_p.exp().clamp(max=1 - 1e-7))
@@ -433,7 +506,7 @@ def _fit_once(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray,
         with torch.no_grad():
             total = torch.zeros(n_users, cfg.n_classes)
             for start in range(0, n, 65536):
-                rows = torch.arange(start, min(start + 65536, n))
+                rows = slice(start, min(start + 65536, n))
                 total.index_add_(0, t_user[rows], row_loglik(rows))
             for start in range(0, n_pages, 65536):
                 idx = torch.arange(start, min(start + 65536, n_pages))

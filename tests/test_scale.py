@@ -196,3 +196,33 @@ def test_bandits_score_in_row_chunks_exactly_as_in_one_pass(monkeypatch, sim, na
         np.testing.assert_array_equal(a_slots, b_slots)
         np.testing.assert_array_equal(a_prop, b_prop)
         np.testing.assert_allclose(a_score, b_score, rtol=1e-12, atol=1e-12)
+
+
+def test_precomputed_row_terms_give_the_models_own_logits() -> None:
+    import torch
+
+    from envs.latent import LatentClasses, _RowTerms
+
+    torch.manual_seed(0)
+    n_items, d, users, classes, rank, requests, n = 50, 12, 20, 4, 3, 100, 400
+    model = LatentClasses(d, n_items, users, classes, rank, 5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+        model.basis.normal_()
+        model.knots.copy_(torch.linspace(-1, 1, 5))
+    items = torch.randn(n_items, d)
+    row_item, row_req = torch.randint(0, n_items, (n,)), torch.randint(0, requests, (n,))
+    search = (torch.rand(requests) < 0.4).float()
+    query, profile = torch.randn(requests, d) * search[:, None], torch.randn(requests, d)
+    row_user = torch.randint(0, users, (n,))
+    terms = _RowTerms.of(items, row_item, row_req, query, search, profile, items @ model.basis.T)
+    for rows in (torch.randperm(n)[:100], slice(10, 60)):
+        expected = model.logits(items[row_item[rows]], query[row_req[rows]], search[row_req[rows]], row_item[rows],
+                                profile[row_req[rows]], row_user[rows])
+        torch.testing.assert_close(terms.logits(model, rows, row_user[rows]), expected, rtol=1e-5, atol=1e-5)
+    no_profile = _RowTerms.of(items, row_item, row_req, query, search, None, items @ model.basis.T)
+    rows = torch.arange(30)
+    torch.testing.assert_close(no_profile.logits(model, rows, row_user[rows]),
+                               model.logits(items[row_item[rows]], query[row_req[rows]], search[row_req[rows]],
+                                            row_item[rows], None, row_user[rows]), rtol=1e-5, atol=1e-5)
