@@ -8,29 +8,18 @@ import pytest
 import scipy.sparse as sp
 from gymnasium.utils.env_checker import check_env
 
-from envs.build import QuickWorld, setup_world, world_simulator
+from envs.build import world_simulator
 from envs.candidates import first_distinct_no_fill
-from envs.core import EnvConfig, in_row_sets
+from envs.core import in_row_sets
 from envs.interface import PolicyInputError, RankingContext
 from envs.neighbours import _exact, _ivf, _merge_co, item_neighbours
 from envs.rerank import ReRankEnv, ReRankVectorEnv, flatten_ids_observation
 from envs.space import ItemSpace
 from shopgym.errors import ConfigError
-
-CONFIG = EnvConfig(n_candidates=20, slate_size=5, max_pages=6)
-
-
-@pytest.fixture(scope="module")
-def setup():
-    return setup_world(QuickWorld().config)
+from tests.test_envs import CONFIG, setup, sim  # noqa: F401  # the env tests' world and simulator fixtures
 
 
-@pytest.fixture(scope="module")
-def sim(setup):
-    return world_simulator(setup, CONFIG)
-
-
-def test_ids_observation_conforms_and_flattens_to_the_flat_one(sim) -> None:
+def test_ids_observation_conforms_and_flattens_to_the_flat_one(sim) -> None:  # noqa: F811  (fixture)
     check_env(ReRankEnv(sim, observation="ids"), skip_render_check=True)
     flat, ids = ReRankVectorEnv(16, simulator=sim), ReRankVectorEnv(16, simulator=sim, observation="ids")
     obs_f, _ = flat.reset(seed=5)
@@ -64,7 +53,7 @@ def test_gym_make_passes_the_observation() -> None:
     env.close()
 
 
-def test_context_gathers_candidate_vectors_only_when_read(sim) -> None:
+def test_context_gathers_candidate_vectors_only_when_read(sim) -> None:  # noqa: F811  (fixture)
     env = ReRankVectorEnv(4, simulator=sim, observation="ids")
     env.reset(seed=0)
     ctx = env.ranking_context()
@@ -140,7 +129,7 @@ def test_inverted_lists_recall_the_exact_neighbours() -> None:
     assert again.shape == (6000, k) and again.min() >= 0
 
 
-def test_float16_space_saves_loads_memory_mapped_and_simulates(tmp_path, setup) -> None:
+def test_float16_space_saves_loads_memory_mapped_and_simulates(tmp_path, setup) -> None:  # noqa: F811  (fixture)
     space = setup.space
     half = ItemSpace(space.item_ids, space.item_vecs.astype(np.float16), space.query_texts, space.query_vecs,
                      space.projection)
@@ -166,7 +155,7 @@ def test_float16_space_saves_loads_memory_mapped_and_simulates(tmp_path, setup) 
 
 
 @pytest.mark.parametrize("name", ["linucb", "lin_ts", "epsilon_greedy", "logistic", "neural_linear"])
-def test_bandits_score_in_row_chunks_exactly_as_in_one_pass(monkeypatch, sim, name) -> None:
+def test_bandits_score_in_row_chunks_exactly_as_in_one_pass(monkeypatch, sim, name) -> None:  # noqa: F811  (fixture)
     import agents.features
     from agents import EpsilonGreedyRanker, LinTSRanker, LinUCBRanker, NeuralLinearRanker, OnlineLogisticRanker
     from agents.base import Feedback
