@@ -17,8 +17,10 @@ from shopgym.checks import check_int
 
 #: a token is a run of word characters, optionally with an apostrophe part ("men's")
 _TOKEN = r"\w+(?:'\w+)?"
-#: texts hashed at a time: the pandas token lists and the float64 sums stay ~100 MB whatever the catalog size
+#: at most this many texts hashed at a time: the pandas token lists and the float64 sums stay ~100 MB whatever
+#: the catalog size (and about 1/16 of the input, but at least _MIN_CHUNK texts, for smaller inputs)
 _CHUNK = 1 << 16
+_MIN_CHUNK = 4096
 
 
 class HashingEncoder:
@@ -76,8 +78,9 @@ class HashingEncoder:
         """
         items = check_texts(texts)
         out = np.empty((len(items), self._dim), dtype=np.float32)
-        for start in range(0, len(items), _CHUNK):  # chunks bound the tokenising temporaries; rows are independent
-            out[start:start + _CHUNK] = self._encode_chunk(items[start:start + _CHUNK])
+        chunk = min(_CHUNK, max(_MIN_CHUNK, -(-len(items) // 16)))  # about 1/16 of the output's temporaries
+        for start in range(0, len(items), chunk):  # chunks bound the tokenising temporaries; rows are independent
+            out[start:start + chunk] = self._encode_chunk(items[start:start + chunk])
         return out
 
     def _encode_chunk(self, items: Sequence[str]) -> np.ndarray:

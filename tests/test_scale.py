@@ -215,3 +215,14 @@ def test_precomputed_row_terms_give_the_models_own_logits() -> None:
     torch.testing.assert_close(no_profile.logits(model, rows, row_user[rows]),
                                model.logits(items[row_item[rows]], query[row_req[rows]], search[row_req[rows]],
                                             row_item[rows], None, row_user[rows]), rtol=1e-5, atol=1e-5)
+
+
+def test_hashing_encoder_chunks_give_the_same_rows(monkeypatch) -> None:
+    import encoders.hashing
+    from encoders.hashing import HashingEncoder
+
+    texts = [f"linen shirt {i % 7} blue {i % 13} men's" if i % 11 else "" for i in range(5000)]
+    whole = HashingEncoder(dim=64, bigrams=True).encode(texts)
+    monkeypatch.setattr(encoders.hashing, "_CHUNK", 700)
+    monkeypatch.setattr(encoders.hashing, "_MIN_CHUNK", 300)
+    np.testing.assert_array_equal(HashingEncoder(dim=64, bigrams=True).encode(texts), whole)
