@@ -314,9 +314,9 @@ class _RowTerms:
     Per row :math:`r` (item :math:`v`, query :math:`q`, profile :math:`p`): the cosine :math:`q^\top v`, the
     search flag, :math:`q \odot v` (search rows only; zero otherwise), :math:`p \odot v` and its sum, and the
     item's coordinates along the deviations' directions. The class scores :math:`v^\top T_c` come from one
-    (n_items, d) x (d, C) product per call, gathered by item, instead of a (rows, d) x (d, C) product over
-    gathered item vectors. EM evaluates every row ``epochs + 1`` times and minibatches many more: gathering
-    three (rows, d) arrays and multiplying them each time was most of a fit's time.
+    (n_items, d) x (d, C) product per call, gathered by item, when the catalog is no larger than the rows
+    (else from the rows' own item vectors). EM evaluates every row ``epochs + 1`` times and minibatches many
+    more: gathering three (rows, d) arrays and multiplying them each time was most of a fit's time.
     """
 
     item: torch.Tensor  # (n,) catalog index
@@ -376,8 +376,12 @@ class _RowTerms:
         if model.deviation_rank:
             own = (self.coords.index_select(0, item) * model.deviation.detach().index_select(0, users)).sum(-1)
             shared = shared + model.deviation_gain * own
-        class_scores = self.items @ (model.taste + model.logger_gain * model.logger_taste.detach()).T  # (n_items, C)
-        return shared.unsqueeze(-1) + class_scores.index_select(0, item)
+        taste = model.taste + model.logger_gain * model.logger_taste.detach()  # (C, d)
+        if len(self.items) <= len(item):  # score the catalog once, gather by item
+            class_scores = (self.items @ taste.T).index_select(0, item)
+        else:  # a catalog larger than the batch: score the rows' own items
+            class_scores = self.items.index_select(0, item) @ taste.T
+        return shared.unsqueeze(-1) + class_scores
 
 
 def fit_latent_classes(item_vecs: np.ndarray, row_item: np.ndarray, row_user: np.ndarray, n_users: int,
