@@ -8,9 +8,9 @@ per block of resamples; centring keeps float32 products exact to well below the 
   was drawn in :math:`n` uniform draws with replacement (``np.bincount`` of uniform indices; :math:`\sum c = n`);
 * from :data:`POISSON_MIN_ROUNDS` rounds, the Poisson bootstrap (Hanley & MacGibbon, 2006; Chamandy et al.,
   2012): independent Poisson(1) weights, read from a 65,536-entry table of the Poisson(1) quantile function at
-  16-bit uniform draws (four per raw 64-bit generator output) straight into a reused float32 buffer, and the
-  block's products (with a column of ones
-  for the total weight) are one float32 GEMM. Its replicates have the multinomial bootstrap's distribution up
+  16-bit uniform draws (four per raw 64-bit generator output); a compiled kernel (:mod:`ope._kernels`) looks
+  each weight up once and adds its products with the float32 columns and with a column of ones (the total
+  weight) in float64, never storing the weights. Its replicates have the multinomial bootstrap's distribution up
   to :math:`O(1/n)`; the draws cost 2 bytes per (resample, round) instead of the 8-byte index and the scatter
   of ``bincount``.
 
@@ -30,7 +30,6 @@ delta method for self-normalised estimators).
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from statistics import NormalDist
 import numpy as np
 
 from ope._blas import single_threaded_blas
+from ope._kernels import padded_columns, table_weighted_sums
 from ope.checks import check_scalar
 from ope.errors import OPEInputError
 from ope.terms import RoundTerms
@@ -170,17 +170,6 @@ def _poisson_draws(n: int, size: int, seed: np.random.SeedSequence) -> np.ndarra
     return uniform_uint16(np.random.Generator(np.random.PCG64(seed)), size * n).reshape(size, n)
 
 
-def _poisson_weights_into(draws: np.ndarray, out: np.ndarray) -> None:
-    """``out[...] = _POISSON[draws]`` as float32.
-
-    In blocks of 65,536 draws: the gather's index temporaries stay in cache, and one pass replaces a uint8
-    array and its copy.
-    """
-    flat_draws, flat_out = draws.reshape(-1), out.reshape(-1)
-    for start in range(0, len(flat_draws), 1 << 16):
-        np.take(_POISSON_F32, flat_draws[start:start + (1 << 16)], out=flat_out[start:start + (1 << 16)])
-
-
 def _chunk_counts(n: int, size: int, seed: np.random.SeedSequence) -> np.ndarray:
     """(size, n) resample weights: multinomial counts (int64) below :data:`POISSON_MIN_ROUNDS`, else Poisson(1)."""
     if n >= POISSON_MIN_ROUNDS:
@@ -250,32 +239,28 @@ def bootstrap_replicates(
     centre = matrix.mean(axis=0)
     width = matrix.shape[1]
     poisson = n >= POISSON_MIN_ROUNDS
-    if poisson:  # float32 GEMM on centred columns (their sums stay far below float32's relative error) and a
-        # column of ones, whose product is the resample's total weight (integers: exact in float32 below 2^24)
-        columns = np.empty((n, width + 1), dtype=np.float32)
-        columns[:, :width] = matrix - centre
-        columns[:, width] = 1.0
+    if poisson:  # float32 centred columns (their sums stay far below float32's relative error) and a column of
+        # ones, whose sum is the resample's total weight; the fused kernel accumulates in float64
+        stacked = np.empty((n, width + 1), dtype=np.float32)
+        stacked[:, :width] = matrix - centre
+        stacked[:, width] = 1.0
+        columns = padded_columns(stacked)
+        del stacked
     else:
         columns = np.ascontiguousarray((matrix - centre).T)  # (C, n)
     means = np.empty((n_resamples, width))
     size = chunk_resamples(n)
     starts = list(range(0, n_resamples, size))
     seeds = np.random.SeedSequence(seed).spawn(len(starts))
-    local = threading.local()  # one float32 weight buffer per thread, reused: fresh pages cost more than the GEMM
 
     def run(c: int) -> None:
         start = starts[c]
         rows = min(size, n_resamples - start)
         block = means[start : start + rows]
         if poisson:
-            weights = getattr(local, "weights", None)
-            if weights is None:
-                weights = local.weights = np.empty((size, n), dtype=np.float32)
-            weights = weights[:rows]
-            _poisson_weights_into(_poisson_draws(n, rows, seeds[c]), weights)
-            product = weights @ columns  # (rows, C + 1), one float32 GEMM
+            product = table_weighted_sums(_poisson_draws(n, rows, seeds[c]), _POISSON_F32, columns)  # (rows, C+1+)
             block[:] = product[:, :width]
-            total = product[:, width].astype(np.float64)
+            total = product[:, width]
         else:
             counts = _chunk_counts(n, rows, seeds[c])
             # one matrix-vector product per column: for the few columns of an OPE run this was measured
