@@ -147,3 +147,18 @@ INVALID = [
 def test_interval_functions_reject_bad_arguments(call, match: str) -> None:
     with pytest.raises(OPEInputError, match=match):
         call()
+
+
+@pytest.mark.parametrize("width", [1, 4, 5, 9])
+def test_fused_kernel_sums_table_weights_times_columns(width: int) -> None:
+    from ope._kernels import padded_columns, table_weighted_sums
+    from ope.intervals import _POISSON_F32, uniform_uint16
+
+    rng = np.random.default_rng(width)
+    columns = rng.standard_normal((3001, width)).astype(np.float32)
+    draws = uniform_uint16(rng, 7 * 3001).reshape(7, 3001)
+    padded = padded_columns(columns)
+    assert padded.shape == (-(-width // 4) * 4, 3001) and not padded[width:].any()
+    expected = _POISSON_F32[draws].astype(np.float64) @ columns.astype(np.float64)
+    np.testing.assert_allclose(table_weighted_sums(draws, _POISSON_F32, padded)[:, :width], expected, rtol=1e-5,
+                               atol=1e-4)  # float32 products of ~3,000 terms
