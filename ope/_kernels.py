@@ -48,6 +48,11 @@ def _compiled() -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], No
     return weighted_sums
 
 
+def compile_kernel() -> None:
+    """Compile (or load from the disk cache) the kernel now, in this thread, before worker threads call it."""
+    _compiled()
+
+
 def padded_columns(columns: np.ndarray) -> np.ndarray:
     """(W', n) float32 C-contiguous transpose of ``columns`` (n, W), zero rows added up to a multiple of 4."""
     n, width = columns.shape

@@ -38,7 +38,7 @@ from statistics import NormalDist
 import numpy as np
 
 from ope._blas import single_threaded_blas
-from ope._kernels import padded_columns, table_weighted_sums
+from ope._kernels import compile_kernel, padded_columns, table_weighted_sums
 from ope.checks import check_scalar
 from ope.errors import OPEInputError
 from ope.terms import RoundTerms
@@ -246,6 +246,7 @@ def bootstrap_replicates(
         stacked[:, width] = 1.0
         columns = padded_columns(stacked)
         del stacked
+        compile_kernel()  # once, here, not concurrently in the chunk threads
     else:
         columns = np.ascontiguousarray((matrix - centre).T)  # (C, n)
     means = np.empty((n_resamples, width))
