@@ -406,7 +406,7 @@ class Simulator:
                 "query": np.clip(self.query_vectors(state), -1.0, 1.0),
                 "is_search": state.sessions.is_search.astype(np.float32)[:, None],
                 "page": (state.page / self.config.max_pages).astype(np.float32)[:, None],
-                "candidates": state.candidates, "extra": self.extra_features(state)}
+                "candidates": state.candidates.copy(), "extra": self.extra_features(state)}
 
     @property
     def item_table(self) -> np.ndarray:

@@ -259,7 +259,8 @@ class ReRankVectorEnv(VectorEnv):
 
     Sessions that end are replaced in the same step (``autoreset_mode = SAME_STEP``): the returned
     observation is the new session's first page; ``info["final_obs"]`` holds the ended sessions' last
-    observations, one row per True entry of ``info["_final_obs"]`` (in batch order). With ``num_envs=1``
+    observations, one row per True entry of ``info["_final_obs"]`` (in batch order; with ``observation="ids"``
+    a dict of such arrays). With ``num_envs=1``
     and the same seed, the trajectory equals :class:`ReRankEnv`'s (the same generator calls in the same order).
     Spaces, rewards and info are :class:`ReRankEnv`'s with a leading batch axis.
 
