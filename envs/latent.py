@@ -185,14 +185,11 @@ class LatentClasses(nn.Module):
         profile terms) and user rows ``users`` (...) into the deviation table (None: no deviation term).
         """
         qv = q * v
-        cos = qv.sum(-1)
-        shared = (self.intercept + self.item_bias(items).squeeze(-1) + qv @ self.query_weight
-                  + self.query_cos * cos + self.search * s)
-        if len(self.knots) >= 2:
-            shared = shared + s * self.relevance_curve(cos)
+        profile = None
         if p is not None:
             pv = p * v
-            shared = shared + pv @ self.profile_weight + self.profile_cos * pv.sum(-1)
+            profile = (pv @ self.profile_weight, pv.sum(-1))
+        own = None
         if users is not None and self.deviation_rank:  # like rho, the deviations are learned from orders only
             delta = self.deviation.detach()[users]  # (..., r)
             if v.dim() == 3 and delta.shape[-2] == 1:  # (B, K, d) items of (B, 1) shoppers (the env's step)
@@ -201,9 +198,38 @@ class LatentClasses(nn.Module):
                 own = (v @ (delta @ self.basis).transpose(-1, -2)).squeeze(-1)
             else:  # one shopper per row (training)
                 own = ((v @ self.basis.T) * delta).sum(-1)
+        shared = self.shared_logit(items, s, qv.sum(-1), qv @ self.query_weight, profile, own)
+        return shared.unsqueeze(-1) + v @ self.class_taste().T
+
+    def shared_logit(self, items: torch.Tensor, s: torch.Tensor, cos: torch.Tensor, query_term: torch.Tensor,
+                     profile: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     own: torch.Tensor | None = None) -> torch.Tensor:
+        r"""(...,) the part of the class logits that no class changes (the one formula of :meth:`logits`).
+
+        Args:
+            items: (...) catalog indices.
+            s: (...) search flags.
+            cos: (...) query-item cosines.
+            query_term: (...) :math:`(q \odot v)^\top w_q`.
+            profile: :math:`((p \odot v)^\top w_p,\ \sum_j p_j v_j)`, each (...), or None (no profile terms).
+            own: (...) the shopper's deviation along the item, :math:`(B v)^\top \delta_u`, or None.
+        """
+        shared = (self.intercept + self.item_bias(items).squeeze(-1) + query_term
+                  + self.query_cos * cos + self.search * s)
+        if len(self.knots) >= 2:
+            shared = shared + s * self.relevance_curve(cos)
+        if profile is not None:
+            shared = shared + profile[0] + self.profile_cos * profile[1]
+        if own is not None:
             shared = shared + self.deviation_gain * own
-        # rho is learned from the logged orders only; clicks fit its gain
-        return shared.unsqueeze(-1) + v @ (self.taste + self.logger_gain * self.logger_taste.detach()).T
+        return shared
+
+    def class_taste(self) -> torch.Tensor:
+        """(C, d) the tastes clicks see: each class's own plus the gain times its logger taste.
+
+        The logger tastes (rho) are learned from the logged orders only; clicks fit their gain.
+        """
+        return self.taste + self.logger_gain * self.logger_taste.detach()
 
     def relevance_curve(self, cos: torch.Tensor) -> torch.Tensor:
         """f(cos): linear interpolation of the knot values, constant beyond the end knots (same shape as ``cos``)."""
@@ -367,16 +393,12 @@ class _RowTerms:
         query_term = torch.zeros(len(item))
         if len(hit):
             query_term = query_term.index_put((hit,), self.qv.index_select(0, at[hit]) @ model.query_weight)
-        shared = (model.intercept + model.item_bias(item).squeeze(-1) + query_term + model.query_cos * cos
-                  + model.search * s)
-        if len(model.knots) >= 2:
-            shared = shared + s * model.relevance_curve(cos)
-        if self.pv is not None and self.pv_sum is not None:
-            shared = shared + take(self.pv) @ model.profile_weight + model.profile_cos * take(self.pv_sum)
-        if model.deviation_rank:
-            own = (self.coords.index_select(0, item) * model.deviation.detach().index_select(0, users)).sum(-1)
-            shared = shared + model.deviation_gain * own
-        taste = model.taste + model.logger_gain * model.logger_taste.detach()  # (C, d)
+        profile = None if self.pv is None or self.pv_sum is None \
+            else (take(self.pv) @ model.profile_weight, take(self.pv_sum))
+        own = None if not model.deviation_rank \
+            else (self.coords.index_select(0, item) * model.deviation.detach().index_select(0, users)).sum(-1)
+        shared = model.shared_logit(item, s, cos, query_term, profile, own)
+        taste = model.class_taste()  # (C, d)
         if len(self.items) <= len(item):  # score the catalog once, gather by item
             class_scores = (self.items @ taste.T).index_select(0, item)
         else:  # a catalog larger than the batch: score the rows' own items
