@@ -155,17 +155,17 @@ def first_distinct_no_fill(picks: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
     """
     b, m = picks.shape
     # int32 keys when they fit (NumPy sorts them ~4x faster than int64); the keys are unique either way
-    dtype = np.int32 if (int(picks.max(initial=0)) + 1) * m < 2**31 else np.int64
-    key = picks.astype(dtype) * dtype(m) + np.arange(m, dtype=dtype)[None, :]
+    key_type = np.int32 if (int(picks.max(initial=0)) + 1) * m < 2**31 else np.int64
+    key = picks.astype(key_type) * m + np.arange(m, dtype=key_type)[None, :]
     key.sort(axis=1)
     first_sorted = np.empty((b, m), dtype=bool)
     first_sorted[:, 0] = True
     np.not_equal(key[:, 1:] // m, key[:, :-1] // m, out=first_sorted[:, 1:])
     first = np.empty((b, m), dtype=bool)
-    row_start = (np.arange(b, dtype=dtype) * dtype(m))[:, None]
-    first.reshape(-1)[(key % m + row_start).reshape(-1)] = first_sorted.reshape(-1)  # back to column order
+    flat = key % m + (np.arange(b, dtype=np.int64) * m)[:, None]  # int64: b * m may pass 2^31
+    first.reshape(-1)[flat.reshape(-1)] = first_sorted.reshape(-1)  # back to column order
     distinct = first.sum(axis=1)
-    rank = np.cumsum(first, axis=1, dtype=np.int32 if m < 2**31 else np.int64)
+    rank = np.cumsum(first, axis=1, dtype=np.int64)
     rows, cols = np.nonzero(first & (rank <= n))  # row-major: column order within a row
     counts = np.minimum(distinct, n)
     slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
