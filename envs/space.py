@@ -6,8 +6,6 @@ and the envs, so that everything sees the same vectors.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from encoders.items import encode_items
 from encoders.profiles import BehaviourWeights, ProfileState
 from shopgym.data import LoggedData
 from shopgym.data import schema as S
+from shopgym.data.io import atomic_folder
 from shopgym.errors import ConfigError
 from shopgym.numeric import principal_directions
 
@@ -132,22 +131,17 @@ class ItemSpace:
     def save(self, directory: str | Path) -> Path:
         """Write the space to ``directory`` (``item_vecs.npy`` readable memory-mapped by :meth:`load`).
 
-        Written into a temporary sibling folder and renamed into place, so a kill leaves either the old
-        folder or the new one, never a half-written one.
+        Built aside and published with one rename (:func:`shopgym.data.io.atomic_folder`), so a kill leaves
+        either the old folder or the new one, never a half-written one.
         """
         directory = Path(directory)
-        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        np.save(tmp / "item_vecs.npy", np.ascontiguousarray(self.item_vecs), allow_pickle=False)
-        np.save(tmp / "query_vecs.npy", self.query_vecs, allow_pickle=False)
-        if self.projection is not None:
-            np.save(tmp / "projection.npy", self.projection, allow_pickle=False)
-        pd.DataFrame({"item_id": self.item_ids.astype(str)}).to_parquet(tmp / "item_ids.parquet", index=False)
-        pd.DataFrame({"query": self.query_texts.astype(str)}).to_parquet(tmp / "queries.parquet", index=False)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        with atomic_folder(directory) as tmp:
+            np.save(tmp / "item_vecs.npy", np.ascontiguousarray(self.item_vecs), allow_pickle=False)
+            np.save(tmp / "query_vecs.npy", self.query_vecs, allow_pickle=False)
+            if self.projection is not None:
+                np.save(tmp / "projection.npy", self.projection, allow_pickle=False)
+            pd.DataFrame({"item_id": self.item_ids.astype(str)}).to_parquet(tmp / "item_ids.parquet", index=False)
+            pd.DataFrame({"query": self.query_texts.astype(str)}).to_parquet(tmp / "queries.parquet", index=False)
         return directory
 
     @classmethod
