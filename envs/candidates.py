@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from envs.neighbours import item_neighbours
+from envs.neighbours import item_neighbours, similarities
 from envs.space import ItemSpace, UserTable
 from shopgym.errors import ConfigError
 from shopgym.numeric import topk
@@ -178,15 +178,9 @@ def _query_pools(space: ItemSpace, pool: int) -> np.ndarray:
     """(Q, pool) the items nearest each query (blocks of queries: at most ~256 MB of scores at a time)."""
     if not len(space.query_texts):
         return np.zeros((0, pool), dtype=np.int64)
-    items = space.item_vecs if space.item_vecs.dtype == np.float32 else None
     block = max(1, (64 << 20) // max(space.n_items, 1))
     out = np.empty((len(space.query_vecs), pool), dtype=np.int64)
     for start in range(0, len(out), block):
-        queries = space.query_vecs[start:start + block]
-        if items is not None:
-            sims = queries @ items.T
-        else:  # a float16 table: scored in float32 slices of items, never a whole float32 copy
-            sims = np.concatenate([queries @ np.asarray(space.item_vecs[i:i + 65536], np.float32).T
-                                   for i in range(0, space.n_items, 65536)], axis=1)
+        sims = similarities(space.query_vecs[start:start + block], space.item_vecs)
         out[start:start + block] = topk(sims, pool)
     return out

@@ -52,6 +52,19 @@ def item_neighbours(item_vecs: np.ndarray, co: sp.csr_matrix | None, k: int, *, 
     return _merge_co(item_vecs, co, _ivf(item_vecs, k, probes, seed), k)
 
 
+def similarities(rows: np.ndarray, item_vecs: np.ndarray) -> np.ndarray:
+    """(m, n_items) float32 inner products of ``rows`` (m, d) with every item vector.
+
+    One product for a float32 table; a float16 table is read in float32 slices of 65,536 items, never as one
+    whole float32 copy.
+    """
+    rows = np.asarray(rows, dtype=np.float32)
+    if item_vecs.dtype == np.float32:
+        return rows @ item_vecs.T
+    return np.concatenate([rows @ np.asarray(item_vecs[i:i + 65536], np.float32).T
+                           for i in range(0, len(item_vecs), 65536)], axis=1)
+
+
 def _exact(item_vecs: np.ndarray, co: sp.csr_matrix | None, k: int) -> np.ndarray:
     n = len(item_vecs)
     vecs = np.asarray(item_vecs, dtype=np.float32)
@@ -160,13 +173,11 @@ def _merge_co(item_vecs: np.ndarray, co: sp.csr_matrix | None, found: tuple[np.n
     rows, items, scores = rows[keep], items[keep], scores[keep]
     order = np.lexsort((-scores, rows))  # by row, best first
     rows, items = rows[order], items[order]
-    pair = rows * n + items
-    first = np.ones(len(pair), dtype=bool)  # drop an embedding neighbour already listed as co-engaged
+    pair = rows * n + items  # drop an embedding neighbour already listed (higher) as co-engaged
     seen_order = np.argsort(pair, kind="stable")
     dup = np.zeros(len(pair), dtype=bool)
     dup[seen_order[1:]] = pair[seen_order[1:]] == pair[seen_order[:-1]]
-    first &= ~dup
-    rows, items = rows[first], items[first]
+    rows, items = rows[~dup], items[~dup]
     start = np.searchsorted(rows, np.arange(n))
     rank = np.arange(len(rows)) - start[rows]
     top = rank < k
